@@ -1,0 +1,1 @@
+//! openraft wiring (filled in by the raft layer work).

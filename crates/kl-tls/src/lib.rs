@@ -1,0 +1,377 @@
+//! The one TLS helper of kube-lite. Every server and every client in the project gets its TLS
+//! configuration here, from PEM files laid out by `kubectl-lite certs generate`.
+//!
+//! The rule is etcd's: when certificate files are given, the connection is TLS and (when a CA
+//! is given to a server with client auth on) *mutual* TLS; when none are given, it is plaintext.
+//! There is no third mode and no "insecure skip verify".
+//!
+//! What lives here:
+//! * [`ServerTls`] / [`ClientTls`]: the files a side needs, loaded and checked once at start so
+//!   that a wrong path or a bad PEM is an error naming the flag, not a handshake failure later.
+//! * [`ServerTls::rustls_config`]: a `rustls::ServerConfig` (ALPN `h2` and `http/1.1`).
+//! * [`ClientTls::tonic_config`]: a tonic `ClientTlsConfig` (also etcd-client's `TlsOptions`).
+//! * [`ClientTls::rustls_config`]: a `rustls::ClientConfig`, for plain HTTPS clients.
+//! * [`incoming`]: turns a `TcpListener` into a stream of TLS connections for
+//!   `tonic::transport::Server::serve_with_incoming`; slow or failed handshakes never stall the
+//!   accept loop.
+//! * [`peer_identity`]: the CN and O of the verified client certificate of a tonic request.
+//!
+//! It must never decide *who may do what*: that is authorization, elsewhere.
+#![forbid(unsafe_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::Stream;
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
+
+/// How long a client may take to finish its TLS handshake before the connection is dropped, so
+/// a slow-loris client cannot pin a connection slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS set-up error; each names the file (and through it, the flag) that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {what} from {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no {what} found in the PEM file (is it the right file?)")]
+    Empty { what: &'static str, path: PathBuf },
+    #[error("{path}: invalid PEM: {detail}")]
+    Pem { path: PathBuf, detail: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "certificates",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what: "certificate",
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "private key",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        detail: format!("no private key: {e}"),
+    })
+}
+
+fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server's certificate, key and (for mutual TLS) the CA its clients' certificates must chain to.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    certs: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
+    /// Whether a client certificate is required (etcd's `--client-cert-auth`). When false but a
+    /// CA is given, a certificate is verified if presented but not demanded.
+    require_client_cert: bool,
+    /// Days left on the serving certificate, for the expiry warning.
+    pub not_after: Option<i64>,
+}
+
+impl ServerTls {
+    /// Loads a server's files. `client_ca` is the trusted CA for client certificates;
+    /// `require_client_cert` refuses clients that present none.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        require_client_cert: bool,
+    ) -> Result<Self, TlsError> {
+        let certs = read_certs(cert)?;
+        let key = read_key(key)?;
+        let client_ca = client_ca.map(read_certs).transpose()?;
+        if require_client_cert && client_ca.is_none() {
+            return Err(TlsError::Config(
+                "client certificate auth is on but no trusted CA file was given".into(),
+            ));
+        }
+        let not_after = not_after_unix(&certs[0]);
+        let tls = ServerTls {
+            certs,
+            key: Arc::new(key),
+            client_ca,
+            require_client_cert,
+            not_after,
+        };
+        // Build once now so that a key that does not match its certificate fails at start.
+        tls.rustls_config()?;
+        Ok(tls)
+    }
+
+    /// A rustls server config with ALPN `h2` then `http/1.1`.
+    pub fn rustls_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in ca {
+                    roots
+                        .add(c.clone())
+                        .map_err(|e| TlsError::Config(format!("trusted CA: {e}")))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+                let verifier = if self.require_client_cert {
+                    verifier.build()
+                } else {
+                    verifier.allow_unauthenticated().build()
+                }
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// What a client presents and trusts: the CA that signed the server, and its own identity.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    ca_pem: Vec<u8>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    /// Loads a client's files: the CA that signs the servers, and optionally a certificate and
+    /// key to present (mutual TLS).
+    pub fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, TlsError> {
+        read_certs(ca)?;
+        let ca_pem = read_pem(ca, "CA certificate")?;
+        let identity_pem = match identity {
+            Some((cert, key)) => {
+                read_certs(cert)?;
+                read_key(key)?;
+                Some((
+                    read_pem(cert, "certificate")?,
+                    read_pem(key, "private key")?,
+                ))
+            }
+            None => None,
+        };
+        Ok(ClientTls {
+            ca_pem,
+            identity_pem,
+        })
+    }
+
+    /// A tonic client TLS config. It is also `etcd_client::TlsOptions`.
+    pub fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
+        let mut cfg = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity_pem {
+            cfg = cfg.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        cfg
+    }
+
+    /// A rustls client config (for HTTPS health checks and the like).
+    pub fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let c = c.map_err(|e| TlsError::Config(format!("CA: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| TlsError::Config(format!("CA: {e}")))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match &self.identity_pem {
+            Some((cert, key)) => {
+                let certs = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| TlsError::Config(format!("client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| TlsError::Config(format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| TlsError::Config(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, yielding finished
+/// connections. A handshake that fails or takes longer than [`HANDSHAKE_TIMEOUT`] is dropped
+/// (logged at debug) without disturbing other connections.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
+    let acceptor = TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Plain TCP connections as a stream, for servers started without certificates.
+pub fn incoming_plain(
+    listener: TcpListener,
+) -> impl Stream<Item = Result<TcpStream, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((Ok(tcp), listener));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
+
+/// The identity in a verified client certificate: CN is the user, each O a group (as in
+/// Kubernetes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+}
+
+/// Parses CN and O from a DER certificate.
+pub fn identity_of(cert: &[u8]) -> Option<PeerIdentity> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let subject = parsed.subject();
+    let common_name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let organizations = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    Some(PeerIdentity {
+        common_name,
+        organizations,
+    })
+}
+
+/// The verified client identity of a tonic request served over [`incoming`], if any.
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<PeerIdentity> {
+    let certs = request.peer_certs()?;
+    identity_of(certs.first()?.as_ref())
+}
+
+/// Seconds since the Unix epoch at which a certificate expires.
+fn not_after_unix(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
+/// Parses `host:port` out of a URL such as `https://127.0.0.1:2379` and resolves it.
+pub fn url_socket_addr(url: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    hostport.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{url}: no address"),
+        )
+    })
+}
+
+/// Whether a URL asks for TLS (`https://`).
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("https://")
+}
