@@ -1,0 +1,1 @@
+//! This package only holds the multi-process tests in `tests/`; see README.md.
