@@ -64,6 +64,8 @@ pub enum CommandResponse {
     LeaseGrant { id: i64, ttl: i64, revision: i64 },
     LeaseRevoke { revision: i64 },
     MemberAttrs,
+    /// What a Raft-internal entry (blank, membership) returns: no client waits for it.
+    Noop,
     /// The command was applied (it consumed a log index) but failed, e.g. a Put on a lease that
     /// does not exist. The store is unchanged by it.
     Error(EtcdError),

@@ -17,10 +17,12 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod lessor;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
+mod run;
 pub mod server;
 
 /// Generated code of `proto/raft.proto`.
@@ -29,3 +31,4 @@ pub mod peerpb {
 }
 
 pub use config::Config;
+pub use run::{run, run_until};

@@ -269,6 +269,9 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            if tx.is_closed() {
+                break;
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -280,9 +283,6 @@ pub fn incoming(
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                break;
-            }
         }
     });
     tokio_stream_from(rx)
