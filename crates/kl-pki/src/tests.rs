@@ -1,0 +1,391 @@
+//! Tests of the generated tree: what each certificate says (parsed back with x509-parser), and
+//! that real rustls handshakes through `kl-tls` accept it and refuse strangers.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use futures::StreamExt;
+use kl_tls::{ClientTls, ServerTls};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x509_parser::{extensions::GeneralName, pem::Pem};
+
+use super::*;
+
+fn read_pem(path: &Path) -> Pem {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).unwrap();
+    pem
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn generated(sans: &[&str]) -> (tempfile::TempDir, Generated) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(&PkiSpec::new().sans(sans.iter().copied()), dir.path()).unwrap();
+    (dir, out)
+}
+
+#[test]
+fn writes_the_kubeadm_layout() {
+    let (dir, out) = generated(&["etcd1"]);
+    assert_eq!(out.ca, CaOrigin::Created);
+    let mut rel: Vec<String> = out
+        .files
+        .iter()
+        .map(|f| {
+            f.path
+                .strip_prefix(dir.path())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    rel.sort();
+    assert_eq!(
+        rel,
+        [
+            "apiserver-etcd-client.crt",
+            "apiserver-etcd-client.key",
+            "ca.crt",
+            "ca.key",
+            "etcd/admin.crt",
+            "etcd/admin.key",
+            "etcd/ca.crt",
+            "etcd/healthcheck-client.crt",
+            "etcd/healthcheck-client.key",
+            "etcd/peer.crt",
+            "etcd/peer.key",
+            "etcd/server.crt",
+            "etcd/server.key",
+        ]
+    );
+    for f in &out.files {
+        let expected = if f.path.extension().is_some_and(|e| e == "key") {
+            0o600
+        } else {
+            0o644
+        };
+        assert_eq!(mode(&f.path), expected, "{}", f.path.display());
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join(paths::ETCD_CA_CERT)).unwrap(),
+        std::fs::read(paths::CA.cert_in(dir.path())).unwrap()
+    );
+}
+
+#[test]
+fn every_certificate_chains_to_the_ca_and_says_what_it_is_for() {
+    let (dir, _) = generated(&["etcd1", "10.1.2.3"]);
+    let pki = dir.path();
+    let ca_pem = read_pem(&paths::CA.cert_in(pki));
+    let ca = ca_pem.parse_x509().unwrap();
+    assert!(ca.is_ca());
+    assert_eq!(ca.subject(), ca.issuer());
+    ca.verify_signature(None).unwrap();
+    let ca_life = ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
+    assert!((3650 * 86400..3651 * 86400).contains(&ca_life), "{ca_life}");
+
+    struct Expect {
+        files: paths::CertFiles,
+        cn: &'static str,
+        org: Option<&'static str>,
+        server: bool,
+    }
+    let expect = [
+        (paths::ETCD_SERVER, "kube-etcd", None, true),
+        (paths::ETCD_PEER, "kube-etcd-peer", None, true),
+        (
+            paths::ETCD_HEALTHCHECK_CLIENT,
+            "kube-etcd-healthcheck-client",
+            None,
+            false,
+        ),
+        (
+            paths::ETCD_ADMIN,
+            "etcd-admin",
+            Some("system:masters"),
+            false,
+        ),
+        (
+            paths::APISERVER_ETCD_CLIENT,
+            "kube-apiserver-etcd-client",
+            Some("system:masters"),
+            false,
+        ),
+    ]
+    .map(|(files, cn, org, server)| Expect {
+        files,
+        cn,
+        org,
+        server,
+    });
+
+    for e in expect {
+        let pem = read_pem(&e.files.cert_in(pki));
+        let cert = pem.parse_x509().unwrap();
+        let name = e.files.cert;
+        assert_eq!(cert.issuer(), ca.subject(), "{name}");
+        cert.verify_signature(Some(ca.public_key()))
+            .unwrap_or_else(|err| panic!("{name}: not signed by the CA: {err}"));
+        assert!(!cert.is_ca(), "{name}");
+
+        let identity = kl_tls::identity_of(pem.contents.as_ref()).unwrap();
+        assert_eq!(identity.common_name, e.cn, "{name}");
+        assert_eq!(
+            identity.organizations,
+            e.org.map(str::to_string).into_iter().collect::<Vec<_>>(),
+            "{name}"
+        );
+
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(
+            eku.client_auth,
+            "{name}: every certificate here is a client"
+        );
+        assert_eq!(eku.server_auth, e.server, "{name}");
+
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert!((365 * 86400..366 * 86400).contains(&life), "{name}: {life}");
+
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .unwrap()
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .map(|n| match n {
+                        GeneralName::DNSName(d) => d.to_string(),
+                        GeneralName::IPAddress(b) => match b.len() {
+                            4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())
+                                .to_string(),
+                            _ => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())
+                                .to_string(),
+                        },
+                        other => format!("{other:?}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if e.server {
+            assert_eq!(
+                sans,
+                ["localhost", "127.0.0.1", "::1", "etcd1", "10.1.2.3"],
+                "{name}"
+            );
+        } else {
+            assert!(sans.is_empty(), "{name}: {sans:?}");
+        }
+    }
+}
+
+#[test]
+fn regenerating_reuses_the_ca_and_reissues_leaves() {
+    let (dir, _) = generated(&["etcd1"]);
+    let pki = dir.path();
+    let ca_before = std::fs::read(paths::CA.cert_in(pki)).unwrap();
+    let server_before = std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap();
+
+    let out = generate(&PkiSpec::new().sans(["etcd1", "etcd4"]), pki).unwrap();
+    assert_eq!(out.ca, CaOrigin::Reused);
+    assert!(!out.files.iter().any(|f| f.path.ends_with("ca.key")));
+    assert_eq!(std::fs::read(paths::CA.cert_in(pki)).unwrap(), ca_before);
+    let server_after = std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap();
+    assert_ne!(server_after, server_before);
+    assert!(out.sans.contains(&San::Dns("etcd4".into())));
+
+    // The certificate issued before is still signed by the (same) CA.
+    let ca_pem = read_pem(&paths::CA.cert_in(pki));
+    let ca = ca_pem.parse_x509().unwrap();
+    let (_, old) = x509_parser::pem::parse_x509_pem(&server_before).unwrap();
+    old.parse_x509()
+        .unwrap()
+        .verify_signature(Some(ca.public_key()))
+        .unwrap();
+}
+
+#[test]
+fn refuses_half_a_ca_or_a_foreign_key() {
+    let (dir, _) = generated(&[]);
+    let pki = dir.path();
+    let key = paths::CA.key_in(pki);
+
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::HalfCa { .. }), "{err}");
+    assert!(err.to_string().contains("ca.key"), "{err}");
+
+    let (other, _) = generated(&[]);
+    std::fs::copy(paths::CA.key_in(other.path()), &key).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::BadCa { .. }), "{err}");
+
+    std::fs::write(&key, saved).unwrap();
+    assert_eq!(generate(&PkiSpec::new(), pki).unwrap().ca, CaOrigin::Reused);
+}
+
+#[test]
+fn a_bad_san_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let err = generate(&PkiSpec::new().san("etcd1:2379"), &out).unwrap_err();
+    assert!(err.to_string().contains("etcd1:2379"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn issued_cert_debug_hides_the_key() {
+    let ca = CertificateAuthority::create().unwrap();
+    let cert = ca
+        .issue(&LeafSpec {
+            common_name: "alice".into(),
+            organization: None,
+            usage: Usage::Client,
+            sans: vec![],
+        })
+        .unwrap();
+    assert!(!format!("{cert:?}").contains("PRIVATE KEY"));
+    assert!(ca
+        .issue(&LeafSpec {
+            common_name: "srv".into(),
+            organization: None,
+            usage: Usage::Server,
+            sans: vec![],
+        })
+        .is_err());
+}
+
+// ---- real handshakes through kl-tls ----------------------------------------------------------
+
+/// Serves mutual TLS with etcd's serving certificate, as `etcd-lite --client-cert-auth` does,
+/// and answers every connection with the CN of the client certificate it verified.
+async fn serve(pki: &Path) -> SocketAddr {
+    let tls = ServerTls::load(
+        &paths::ETCD_SERVER.cert_in(pki),
+        &paths::ETCD_SERVER.key_in(pki),
+        Some(&paths::CA.cert_in(pki)),
+        true,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut conns = Box::pin(kl_tls::incoming(listener, tls.rustls_config().unwrap()));
+    tokio::spawn(async move {
+        while let Some(Ok(mut stream)) = conns.next().await {
+            let cn = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| kl_tls::identity_of(c.as_ref()))
+                .map(|id| id.common_name)
+                .unwrap_or_default();
+            let mut ping = [0u8; 4];
+            if stream.read_exact(&mut ping).await.is_ok() {
+                let _ = stream.write_all(format!("{cn}\n").as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        }
+    });
+    addr
+}
+
+/// Dials `addr` as `server_name` with `client`, sends a ping and returns the server's answer.
+async fn ping(addr: SocketAddr, client: &ClientTls, server_name: &str) -> std::io::Result<String> {
+    let config = client
+        .rustls_config()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"ping").await?;
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await?;
+        if answer.is_empty() {
+            // A server that refused us after the handshake (TLS 1.3 checks the client
+            // certificate after the client considers the handshake done) just hangs up.
+            return Err(std::io::Error::other("connection closed without an answer"));
+        }
+        Ok(answer.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))?
+}
+
+fn client(ca: &Path, identity: Option<(&Path, paths::CertFiles)>) -> ClientTls {
+    let files = identity.map(|(dir, f)| (f.cert_in(dir), f.key_in(dir)));
+    ClientTls::load(ca, files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_works_with_the_generated_certs() {
+    let (dir, _) = generated(&["etcd1"]);
+    let pki = dir.path();
+    let addr = serve(pki).await;
+    let ca = paths::CA.cert_in(pki);
+
+    for (files, cn) in [
+        (paths::ETCD_ADMIN, "etcd-admin"),
+        (paths::APISERVER_ETCD_CLIENT, "kube-apiserver-etcd-client"),
+        (
+            paths::ETCD_HEALTHCHECK_CLIENT,
+            "kube-etcd-healthcheck-client",
+        ),
+        (paths::ETCD_PEER, "kube-etcd-peer"),
+    ] {
+        let c = client(&ca, Some((pki, files)));
+        for name in ["localhost", "127.0.0.1", "etcd1"] {
+            assert_eq!(ping(addr, &c, name).await.unwrap(), cn, "{cn} via {name}");
+        }
+    }
+    // kubeadm's etcd CA path trusts the same server.
+    let c = client(
+        &pki.join(paths::ETCD_CA_CERT),
+        Some((pki, paths::ETCD_ADMIN)),
+    );
+    assert_eq!(ping(addr, &c, "localhost").await.unwrap(), "etcd-admin");
+
+    // A name the certificate was not issued for is refused by the client.
+    assert!(ping(addr, &c, "etcd9").await.is_err());
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let (dir, _) = generated(&[]);
+    let (other, _) = generated(&[]);
+    let pki = dir.path();
+    let addr = serve(pki).await;
+
+    // Trusts our CA (so the server verifies), but presents a certificate of a stranger CA.
+    let stranger = client(
+        &paths::CA.cert_in(pki),
+        Some((other.path(), paths::ETCD_ADMIN)),
+    );
+    let err = ping(addr, &stranger, "localhost").await.unwrap_err();
+    // The refusal comes from the server (a TLS alert), not from the client's own checks.
+    assert!(err.to_string().contains("alert"), "{err}");
+
+    // No client certificate at all: refused as well (--client-cert-auth).
+    let anonymous = client(&paths::CA.cert_in(pki), None);
+    assert!(ping(addr, &anonymous, "localhost").await.is_err());
+
+    // And a client that trusts only the other CA refuses our server.
+    let wrong_trust = client(
+        &paths::CA.cert_in(other.path()),
+        Some((other.path(), paths::ETCD_ADMIN)),
+    );
+    assert!(ping(addr, &wrong_trust, "localhost").await.is_err());
+
+    // The server is still fine for a legitimate client afterwards.
+    let good = client(&paths::CA.cert_in(pki), Some((pki, paths::ETCD_ADMIN)));
+    assert_eq!(ping(addr, &good, "localhost").await.unwrap(), "etcd-admin");
+}
