@@ -205,7 +205,10 @@ impl Node {
                 .get_node(&id)
                 .cloned()
                 .ok_or(EtcdError::LeaderChanged)?;
-            node.peer_urls.first().cloned().ok_or(EtcdError::LeaderChanged)?
+            node.peer_urls
+                .first()
+                .cloned()
+                .ok_or(EtcdError::LeaderChanged)?
         };
         let mut peers = self.peers.lock();
         if let Some((u, c)) = peers.get(&id) {
@@ -294,8 +297,9 @@ impl Node {
             .await
             .map_err(|s| status_to_error(&s, true))?
             .into_inner();
-        let response: CommandResponse = decode(&resp.response)
-            .map_err(|e| EtcdError::Internal(format!("leader sent an undecodable response: {e}")))?;
+        let response: CommandResponse = decode(&resp.response).map_err(|e| {
+            EtcdError::Internal(format!("leader sent an undecodable response: {e}"))
+        })?;
         // Read-your-writes on this member: answer once it has applied the entry too.
         self.wait_applied(resp.index, deadline).await?;
         Ok(response)
@@ -326,9 +330,7 @@ impl Node {
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
         let (tx, rx) = oneshot::channel();
-        self.read_waiters
-            .send(tx)
-            .map_err(|_| EtcdError::Stopped)?;
+        self.read_waiters.send(tx).map_err(|_| EtcdError::Stopped)?;
         let index = tokio::time::timeout_at(deadline, rx)
             .await
             .map_err(|_| EtcdError::Timeout)?
@@ -742,7 +744,9 @@ impl Node {
                         Ok(_) | Err(EtcdError::LeaseNotFound) => {
                             tracing::info!(lease = %format!("{id:x}"), "lease expired")
                         }
-                        Err(e) => tracing::warn!(lease = %format!("{id:x}"), error = %e, "revoking expired lease"),
+                        Err(e) => {
+                            tracing::warn!(lease = %format!("{id:x}"), error = %e, "revoking expired lease")
+                        }
                     }
                 });
             }
@@ -835,8 +839,7 @@ fn status_to_error(s: &tonic::Status, sent_may_apply: bool) -> EtcdError {
             return e;
         }
     }
-    let connect_failed =
-        s.code() == tonic::Code::Unavailable && s.message().contains("connect");
+    let connect_failed = s.code() == tonic::Code::Unavailable && s.message().contains("connect");
     if connect_failed || !sent_may_apply {
         // Nothing reached the leader: look for the (new) leader again.
         EtcdError::NoLeader

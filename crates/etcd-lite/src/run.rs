@@ -14,7 +14,9 @@ use crate::{
     metrics::Metrics,
     mvcc::Mvcc,
     node::{cluster_id, member_id, Node, NodeParts},
-    peerpb::{raft_peer_client::RaftPeerClient, raft_peer_server::RaftPeerServer, ClusterInfoRequest},
+    peerpb::{
+        raft_peer_client::RaftPeerClient, raft_peer_server::RaftPeerServer, ClusterInfoRequest,
+    },
     raft::{
         log_store::LogStore,
         network::{peer_channel, Network},
@@ -88,13 +90,21 @@ struct Identity {
     bootstrap: Option<BTreeMap<u64, PeerNode>>,
 }
 
-async fn identity(config: &Config, db: &sled::Db, peer_tls: Option<&ClientTlsConfig>) -> anyhow::Result<Identity> {
+async fn identity(
+    config: &Config,
+    db: &sled::Db,
+    peer_tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<Identity> {
     let ids = db.open_tree("member")?;
     if let (Some(m), Some(c)) = (ids.get("member_id")?, ids.get("cluster_id")?) {
         let member_id = u64::from_be_bytes(m.as_ref().try_into().context("corrupt member id")?);
         let cluster_id = u64::from_be_bytes(c.as_ref().try_into().context("corrupt cluster id")?);
         tracing::info!(member = %format!("{member_id:x}"), "restarting member with existing data; --initial-cluster flags are ignored");
-        return Ok(Identity { member_id, cluster_id, bootstrap: None });
+        return Ok(Identity {
+            member_id,
+            cluster_id,
+            bootstrap: None,
+        });
     }
     let identity = match config.initial_cluster_state {
         ClusterState::New => {
@@ -104,11 +114,16 @@ async fn identity(config: &Config, db: &sled::Db, peer_tls: Option<&ClientTlsCon
                 .map(|m| {
                     (
                         member_id(&m.peer_urls, &config.initial_cluster_token),
-                        PeerNode { peer_urls: m.peer_urls.clone() },
+                        PeerNode {
+                            peer_urls: m.peer_urls.clone(),
+                        },
                     )
                 })
                 .collect();
-            let me = member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token);
+            let me = member_id(
+                &config.initial_advertise_peer_urls,
+                &config.initial_cluster_token,
+            );
             let ids: Vec<u64> = members.keys().copied().collect();
             Identity {
                 member_id: me,
@@ -126,7 +141,10 @@ async fn identity(config: &Config, db: &sled::Db, peer_tls: Option<&ClientTlsCon
 
 /// `--initial-cluster-state existing`: ask the other members listed in `--initial-cluster` who
 /// we are (the member whose peer URLs are ours, added by `member add`), as etcd does.
-async fn join_existing(config: &Config, peer_tls: Option<&ClientTlsConfig>) -> anyhow::Result<Identity> {
+async fn join_existing(
+    config: &Config,
+    peer_tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<Identity> {
     let mine = &config.initial_advertise_peer_urls;
     let others: Vec<&Vec<String>> = config
         .initial_cluster
@@ -188,7 +206,10 @@ pub async fn run(config: Config, server_opts: ServerOptions) -> anyhow::Result<(
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("received SIGTERM, stopping"),
@@ -200,12 +221,20 @@ async fn wait_for_signal() {
 }
 
 /// Runs a member until `stop` turns true (tests and embedders use this directly).
-pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_until(
+    config: Config,
+    server_opts: ServerOptions,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let client_tls = server_tls(&config.client_tls, "")?;
     let peer_server_tls = server_tls(&config.peer_tls, "peer-")?;
     let peer_tls = peer_client_tls(&config.peer_tls)?;
-    for url in config.listen_client_urls.iter().chain(&config.listen_metrics_urls) {
+    for url in config
+        .listen_client_urls
+        .iter()
+        .chain(&config.listen_metrics_urls)
+    {
         if kl_tls::is_tls_url(url) && client_tls.is_none() {
             bail!("{url} is https but --cert-file/--key-file are not given");
         }
@@ -223,12 +252,19 @@ pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: wat
         .cache_capacity(config.cache_capacity)
         .mode(sled::Mode::HighThroughput)
         .open()
-        .with_context(|| format!("opening {} (is another etcd-lite using this --data-dir?)", db_path.display()))?;
+        .with_context(|| {
+            format!(
+                "opening {} (is another etcd-lite using this --data-dir?)",
+                db_path.display()
+            )
+        })?;
 
     let ident = identity(&config, &db, peer_tls.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
     let lessor = Arc::new(Lessor::default());
-    let mvcc = Arc::new(RwLock::new(Mvcc::open(&db).context("opening the MVCC store")?));
+    let mvcc = Arc::new(RwLock::new(
+        Mvcc::open(&db).context("opening the MVCC store")?,
+    ));
     let (revision_tx, revision_rx) = watch::channel(0);
     let shared = Arc::new(Shared {
         mvcc: mvcc.clone(),
@@ -259,9 +295,15 @@ pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: wat
         tls: peer_tls.clone(),
         connect_timeout: config.election_timeout.min(Duration::from_secs(2)),
     };
-    let raft = Raft::new(ident.member_id, Arc::new(raft_config), network, log_store, state_machine)
-        .await
-        .context("starting raft")?;
+    let raft = Raft::new(
+        ident.member_id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
 
     let node = Node::new(NodeParts {
         id: ident.member_id,
@@ -292,11 +334,21 @@ pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: wat
         match &peer_server_tls {
             Some(tls) => {
                 let incoming = kl_tls::incoming(listener, tls.clone());
-                tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(anyhow::Error::from) });
+                tasks.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                        .map_err(anyhow::Error::from)
+                });
             }
             None => {
                 let incoming = kl_tls::incoming_plain(listener);
-                tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(anyhow::Error::from) });
+                tasks.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                        .map_err(anyhow::Error::from)
+                });
             }
         }
         tracing::info!(%url, "serving peer traffic");
@@ -314,22 +366,41 @@ pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: wat
 
     for url in &config.listen_client_urls {
         let listener = bind(url).await?;
-        let tls = if kl_tls::is_tls_url(url) { client_tls.clone() } else { None };
+        let tls = if kl_tls::is_tls_url(url) {
+            client_tls.clone()
+        } else {
+            None
+        };
         let mut stop = stop.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tasks.spawn(server::serve_client(node.clone(), listener, tls, server_opts.clone(), shutdown));
+        tasks.spawn(server::serve_client(
+            node.clone(),
+            listener,
+            tls,
+            server_opts.clone(),
+            shutdown,
+        ));
         tracing::info!(%url, "serving client traffic");
     }
     for url in &config.listen_metrics_urls {
         let listener = bind(url).await?;
-        let tls = if kl_tls::is_tls_url(url) { client_tls.clone() } else { None };
+        let tls = if kl_tls::is_tls_url(url) {
+            client_tls.clone()
+        } else {
+            None
+        };
         let mut stop = stop.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tasks.spawn(crate::http::serve_metrics(node.clone(), listener, tls, shutdown));
+        tasks.spawn(crate::http::serve_metrics(
+            node.clone(),
+            listener,
+            tls,
+            shutdown,
+        ));
         tracing::info!(%url, "serving /health and /metrics");
     }
 
@@ -352,13 +423,22 @@ pub async fn run_until(config: Config, server_opts: ServerOptions, mut stop: wat
     });
     tracing::info!(name = %config.name, member = %format!("{:x}", node.id()), cluster = %format!("{:x}", node.cluster_id()), "etcd-lite member started");
 
-    let result = tokio::select! {
-        _ = stop.wait_for(|s| *s) => Ok(()),
-        Some(r) = tasks.join_next() => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("task failed: {e}")),
-        },
+    // Background duties end on their own (publishing attributes finishes once done); a
+    // listener that fails ends the member.
+    let mut stopped = stop.clone();
+    let result = loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break Ok(()),
+            next = tasks.join_next() => match next {
+                None => {
+                    let _ = stop.wait_for(|s| *s).await;
+                    break Ok(());
+                }
+                Some(Ok(Ok(()))) => continue,
+                Some(Ok(Err(e))) => break Err(e),
+                Some(Err(e)) => break Err(anyhow::anyhow!("task failed: {e}")),
+            },
+        }
     };
     // Listeners stop on the stop signal; give them a moment, then stop Raft and flush.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

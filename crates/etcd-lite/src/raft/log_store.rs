@@ -180,7 +180,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
             // The flusher only ends with the store; flush inline rather than lose the ack.
             let r = self.db.flush_async().await;
-            cb.log_io_completed(r.map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+            cb.log_io_completed(
+                r.map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
         }
         Ok(())
     }

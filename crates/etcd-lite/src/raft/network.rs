@@ -89,9 +89,9 @@ impl PeerConnection {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-                    e.clone(),
-                ))))
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(e.clone()),
+                )))
             }
         };
         let mut request = tonic::Request::new(RaftBytes { data: encode(req) });

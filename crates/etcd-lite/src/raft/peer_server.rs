@@ -77,7 +77,11 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<ForwardResponse>, Status> {
         let cmd: Command =
             decode(&req.into_inner().command).map_err(|e| undecodable("command", e))?;
-        let (response, index) = self.node.propose_as_leader(cmd).await.map_err(leader_status)?;
+        let (response, index) = self
+            .node
+            .propose_as_leader(cmd)
+            .await
+            .map_err(leader_status)?;
         Ok(Response::new(ForwardResponse {
             response: encode(&response),
             index,
@@ -88,7 +92,11 @@ impl RaftPeer for PeerService {
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let index = self.node.read_index_as_leader().await.map_err(leader_status)?;
+        let index = self
+            .node
+            .read_index_as_leader()
+            .await
+            .map_err(leader_status)?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
@@ -127,8 +135,9 @@ impl RaftPeer for PeerService {
         req: Request<MemberChangeRequest>,
     ) -> Result<Response<MemberChangeResponse>, Status> {
         let req = req.into_inner();
-        let kind = Kind::try_from(req.kind)
-            .map_err(|_| Status::invalid_argument(format!("unknown member change kind {}", req.kind)))?;
+        let kind = Kind::try_from(req.kind).map_err(|_| {
+            Status::invalid_argument(format!("unknown member change kind {}", req.kind))
+        })?;
         let id = match kind {
             Kind::Add => self
                 .node

@@ -17,7 +17,9 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{decode, encode, io_err, Entry, LogId, PeerNode, StorageError, StoredMembership, TypeConfig};
+use super::{
+    decode, encode, io_err, Entry, LogId, PeerNode, StorageError, StoredMembership, TypeConfig,
+};
 use crate::{
     command::{Command, CommandResponse},
     lessor::Lessor,
@@ -69,7 +71,10 @@ impl StateMachine {
     }
 
     fn read_applied(mvcc: &Mvcc) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = match mvcc.meta(META_APPLIED).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+        let applied = match mvcc
+            .meta(META_APPLIED)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
             Some(b) => decode::<Option<LogId>>(&b)
                 .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, *e))?,
             None => None,
@@ -138,9 +143,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .apply(&cmd, Some((META_APPLIED, &applied_meta)))
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         match (&cmd, &response) {
-                            (Command::LeaseGrant { id, ttl }, CommandResponse::LeaseGrant { .. }) => {
-                                self.shared.lessor.granted(*id, *ttl)
-                            }
+                            (
+                                Command::LeaseGrant { id, ttl },
+                                CommandResponse::LeaseGrant { .. },
+                            ) => self.shared.lessor.granted(*id, *ttl),
                             (Command::LeaseRevoke { id }, _) => self.shared.lessor.revoked(*id),
                             _ => {}
                         }
@@ -204,8 +210,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .get("current")
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         let Some(raw) = raw else { return Ok(None) };
-        let stored: StoredSnapshot = decode(&raw)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, *e))?;
+        let stored: StoredSnapshot =
+            decode(&raw).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, *e))?;
         Ok(Some(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
