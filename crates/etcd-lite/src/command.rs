@@ -22,13 +22,20 @@ pub enum Command {
     DeleteRange(#[serde(with = "pb")] PbDeleteRequest),
     Txn(#[serde(with = "pb")] PbTxnRequest),
     /// Compacts history before `revision`.
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
     /// Grants a lease with an id chosen by the proposing member (never 0) and a TTL already
     /// raised to the minimum TTL.
-    LeaseGrant { id: i64, ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
     /// Revokes a lease and deletes every key attached to it, in one revision. Proposed by a
     /// client's LeaseRevoke and by the leader when a lease expires.
-    LeaseRevoke { id: i64 },
+    LeaseRevoke {
+        id: i64,
+    },
     /// A member publishes its name and client URLs once it has started (as etcd does), so
     /// MemberList can show them on every member.
     MemberAttrs {
@@ -60,9 +67,17 @@ pub enum CommandResponse {
     Put(#[serde(with = "pb")] PbPutResponse),
     DeleteRange(#[serde(with = "pb")] PbDeleteResponse),
     Txn(#[serde(with = "pb")] PbTxnResponse),
-    Compact { revision: i64 },
-    LeaseGrant { id: i64, ttl: i64, revision: i64 },
-    LeaseRevoke { revision: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+        revision: i64,
+    },
+    LeaseRevoke {
+        revision: i64,
+    },
     MemberAttrs,
     /// What a Raft-internal entry (blank, membership) returns: no client waits for it.
     Noop,

@@ -77,8 +77,9 @@ impl EtcdError {
             LeaseExists | PeerUrlExists | MemberNotLearner | LearnerNotReady => {
                 Code::FailedPrecondition
             }
-            NotEnoughStartedMembers | Unhealthy | NoLeader | Timeout | LeaderChanged
-            | Stopped => Code::Unavailable,
+            NotEnoughStartedMembers | Unhealthy | NoLeader | Timeout | LeaderChanged | Stopped => {
+                Code::Unavailable
+            }
             Unimplemented(_) => Code::Unimplemented,
             Internal(_) => Code::Internal,
         }
