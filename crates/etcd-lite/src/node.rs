@@ -78,6 +78,9 @@ pub struct NodeParts {
     pub peer_tls: Option<ClientTlsConfig>,
 }
 
+/// A linearizable read waiting for the read index of the next ReadIndex round.
+type ReadWaiter = oneshot::Sender<Result<u64, EtcdError>>;
+
 pub struct Node {
     id: u64,
     cluster_id: u64,
@@ -91,8 +94,8 @@ pub struct Node {
     /// Channels to peers for forwarding, by member id (with the URL they were made for).
     peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     /// Linearizable reads waiting for the next ReadIndex round.
-    read_waiters: mpsc::UnboundedSender<oneshot::Sender<Result<u64, EtcdError>>>,
-    read_rounds: Mutex<Option<mpsc::UnboundedReceiver<oneshot::Sender<Result<u64, EtcdError>>>>>,
+    read_waiters: mpsc::UnboundedSender<ReadWaiter>,
+    read_rounds: Mutex<Option<mpsc::UnboundedReceiver<ReadWaiter>>>,
 }
 
 impl Node {
