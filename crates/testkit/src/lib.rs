@@ -1,1 +1,38 @@
-//! Test harness.
+//! The one way kube-lite tests start real binaries on loopback.
+//!
+//! Layout:
+//! * [`ports`]: free `127.0.0.1` ports, never the same one twice in a process.
+//! * [`bins`]: where the binaries under test are (`target/<profile>/`), and which store binary
+//!   to run (`KL_ETCD_BIN` overrides etcd-lite, e.g. with Debian's `/usr/bin/etcd`).
+//! * [`pki`]: the cluster PKI `kubectl-lite certs generate` writes (via `kl-pki`), in a temp
+//!   dir, for mutual TLS everywhere.
+//! * [`process`]: one child process whose output goes to a log file, with signals.
+//! * [`etcd`]: [`EtcdCluster`], n store members with mutual TLS, and the handles tests need to
+//!   kill, pause, restart, wipe and re-add them.
+//! * [`slots`]: at most `KL_TEST_MAX_CLUSTERS` (default 1) clusters at once per machine, across
+//!   test processes (nextest runs each test in its own process).
+//! * [`etcdctl`]: Debian's `etcdctl` pointed at a cluster.
+//! * [`grpc`]: asserting on the exact gRPC code and message a server returned.
+//! * [`wait`]: bounded polling; every wait in a test goes through a deadline.
+//!
+//! Everything a test starts is killed (SIGKILL) and every temp dir removed when its handle is
+//! dropped, including when the test panics; a panicking test also prints the tail of each
+//! member's log.
+#![forbid(unsafe_code)]
+
+pub mod bins;
+pub mod etcd;
+pub mod etcdctl;
+pub mod grpc;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod slots;
+pub mod wait;
+
+pub use bins::{bin_path, etcd_bin, profile_dir};
+pub use etcd::{EtcdCluster, EtcdOpts};
+pub use etcdctl::{CmdOutput, Etcdctl};
+pub use pki::TestPki;
+pub use ports::free_port;
+pub use wait::{bounded, wait_until};
