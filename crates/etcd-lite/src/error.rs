@@ -40,6 +40,10 @@ pub enum EtcdError {
     MemberNotFound,
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
@@ -74,9 +78,12 @@ impl EtcdError {
             | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | PeerUrlExists | MemberNotLearner | LearnerNotReady => {
-                Code::FailedPrecondition
-            }
+            LeaseExists
+            | PeerUrlExists
+            | NotSupportedForLearner
+            | TooManyLearners
+            | MemberNotLearner
+            | LearnerNotReady => Code::FailedPrecondition,
             NotEnoughStartedMembers | Unhealthy | NoLeader | Timeout | LeaderChanged | Stopped => {
                 Code::Unavailable
             }

@@ -76,6 +76,9 @@ pub struct NodeParts {
     pub metrics: Arc<Metrics>,
     pub lessor: Arc<Lessor>,
     pub peer_tls: Option<ClientTlsConfig>,
+    /// Whether this member joined an existing cluster as a learner (what it is until the
+    /// membership that says so reaches it).
+    pub joined_as_learner: bool,
 }
 
 /// A linearizable read waiting for the read index of the next ReadIndex round.
@@ -91,6 +94,7 @@ pub struct Node {
     metrics: Arc<Metrics>,
     lessor: Arc<Lessor>,
     peer_tls: Option<ClientTlsConfig>,
+    joined_as_learner: bool,
     /// Channels to peers for forwarding, by member id (with the URL they were made for).
     peers: Mutex<HashMap<u64, (String, RaftPeerClient<Channel>)>>,
     /// Linearizable reads waiting for the next ReadIndex round.
@@ -111,6 +115,7 @@ impl Node {
             metrics: parts.metrics,
             lessor: parts.lessor,
             peer_tls: parts.peer_tls,
+            joined_as_learner: parts.joined_as_learner,
             peers: Mutex::new(HashMap::new()),
             read_waiters: tx,
             read_rounds: Mutex::new(Some(rx)),
@@ -243,9 +248,38 @@ impl Node {
             .map_err(|_| EtcdError::Timeout)
     }
 
-    /// Replicates a command and returns its result once applied on this member.
+    /// Whether this member is a learner (it then serves only serializable reads, Status and
+    /// MemberList to clients, as etcd).
+    pub fn is_learner(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&self.id).is_some() {
+            membership.learner_ids().any(|l| l == self.id)
+        } else {
+            self.joined_as_learner
+        }
+    }
+
+    /// etcd's `isRPCSupportedForLearner`: clients may not write or read linearizably through a
+    /// learner.
+    fn refuse_on_learner(&self) -> Result<(), EtcdError> {
+        if self.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
+    /// Replicates a client's command and returns its result once applied on this member.
     /// `CommandResponse::Error(e)` comes back as `Err(e)`.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResponse, EtcdError> {
+        self.refuse_on_learner()?;
+        self.propose_internal(cmd).await
+    }
+
+    /// [`Node::propose`] for the member's own commands (attributes, lease expiry), which a
+    /// learner makes too.
+    async fn propose_internal(&self, cmd: Command) -> Result<CommandResponse, EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
         self.metrics.proposals_pending.inc();
         let result = self.propose_until(cmd, deadline).await;
@@ -331,6 +365,7 @@ impl Node {
     /// ReadIndex: returns once this member has applied everything committed when the call was
     /// made, as confirmed by a leader that still holds a quorum. Reads after it are linearizable.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
         let (tx, rx) = oneshot::channel();
         self.read_waiters.send(tx).map_err(|_| EtcdError::Stopped)?;
@@ -413,6 +448,7 @@ impl Node {
 
     /// Renews a lease on the leader; returns its TTL. `LeaseNotFound` if it does not exist.
     pub async fn lease_keepalive(&self, id: i64) -> Result<i64, EtcdError> {
+        self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let leader = self.leader(deadline).await?;
@@ -446,6 +482,7 @@ impl Node {
 
     /// (remaining TTL, granted TTL) of a lease, from the leader.
     pub async fn lease_time_to_live(&self, id: i64) -> Result<(i64, i64), EtcdError> {
+        self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let leader = self.leader(deadline).await?;
@@ -511,6 +548,7 @@ impl Node {
     }
 
     async fn member_change(&self, req: MemberChangeRequest) -> Result<u64, EtcdError> {
+        self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let leader = self.leader(deadline).await?;
@@ -595,6 +633,10 @@ impl Node {
         {
             return Err(EtcdError::PeerUrlExists);
         }
+        // etcd allows one learner at a time (--experimental-max-learners defaults to 1).
+        if is_learner && self.members_local().iter().any(|m| m.is_learner) {
+            return Err(EtcdError::TooManyLearners);
+        }
         // etcd derives a new member's id from its peer URLs and the current time.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -676,22 +718,19 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let is_learner = m
-            .membership_config
-            .membership()
-            .learner_ids()
-            .any(|l| l == self.id);
         let status = NodeStatus {
             member_id: self.id,
-            leader: m.current_leader,
+            leader: None,
+            is_learner: false,
             raft_term: m.current_term,
             raft_index: m.last_log_index.unwrap_or(0),
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            is_learner,
             db_size: 0,
         };
         drop(m);
         NodeStatus {
+            leader: self.current_leader(),
+            is_learner: self.is_learner(),
             db_size: self.store.read().db_size(),
             ..status
         }
@@ -743,7 +782,7 @@ impl Node {
             for id in self.lessor.take_expired(self.request_timeout()) {
                 let node = self.clone();
                 tokio::spawn(async move {
-                    match node.propose(Command::LeaseRevoke { id }).await {
+                    match node.propose_internal(Command::LeaseRevoke { id }).await {
                         Ok(_) | Err(EtcdError::LeaseNotFound) => {
                             tracing::info!(lease = %format!("{id:x}"), "lease expired")
                         }
@@ -772,7 +811,7 @@ impl Node {
                 name: attrs.name.clone(),
                 client_urls: attrs.client_urls.clone(),
             };
-            match self.propose(cmd).await {
+            match self.propose_internal(cmd).await {
                 Ok(_) => {
                     tracing::info!(name = %attrs.name, "published member attributes");
                     return;

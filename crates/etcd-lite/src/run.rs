@@ -86,6 +86,8 @@ async fn bind(url: &str) -> anyhow::Result<TcpListener> {
 struct Identity {
     member_id: u64,
     cluster_id: u64,
+    /// Joined an existing cluster as a learner.
+    is_learner: bool,
     /// Whether Raft must be initialized with the initial cluster (a brand-new cluster).
     bootstrap: Option<BTreeMap<u64, PeerNode>>,
 }
@@ -103,6 +105,8 @@ async fn identity(
         return Ok(Identity {
             member_id,
             cluster_id,
+            // Known from the applied membership from now on.
+            is_learner: false,
             bootstrap: None,
         });
     }
@@ -128,6 +132,7 @@ async fn identity(
             Identity {
                 member_id: me,
                 cluster_id: cluster_id(&ids, &config.initial_cluster_token),
+                is_learner: false,
                 bootstrap: Some(members),
             }
         }
@@ -177,7 +182,12 @@ async fn join_existing(
                     match me {
                         Some(m) => {
                             tracing::info!(member = %format!("{:x}", m.id), "joining existing cluster");
-                            return Ok(Identity { member_id: m.id, cluster_id: info.cluster_id, bootstrap: None });
+                            return Ok(Identity {
+                                member_id: m.id,
+                                cluster_id: info.cluster_id,
+                                is_learner: m.is_learner,
+                                bootstrap: None,
+                            });
                         }
                         None => bail!(
                             "no member of the existing cluster has peer URLs {:?}: run `etcdctl member add {} --peer-urls={}` first",
@@ -315,6 +325,7 @@ pub async fn run_until(
         metrics,
         lessor,
         peer_tls,
+        joined_as_learner: ident.is_learner,
     });
 
     let mut tasks = tokio::task::JoinSet::new();

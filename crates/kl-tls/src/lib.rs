@@ -358,11 +358,7 @@ fn not_after_unix(cert: &CertificateDer<'_>) -> Option<i64> {
 /// Parses `host:port` out of a URL such as `https://127.0.0.1:2379` and resolves it.
 pub fn url_socket_addr(url: &str) -> std::io::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
-    let hostport = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .trim_end_matches('/');
+    let hostport = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
     hostport.to_socket_addrs()?.next().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

@@ -84,7 +84,12 @@ impl PbMaintenanceService for MaintenanceService {
                 raft_term: st.raft_term,
                 raft_applied_index: st.raft_applied_index,
                 is_learner: st.is_learner,
-                errors: Vec::new(),
+                // etcd lists what keeps the member from serving; a missing leader first.
+                errors: if st.leader.is_none() {
+                    vec![EtcdError::NoLeader.to_string()]
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             })
         })

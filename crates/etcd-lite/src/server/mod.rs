@@ -120,6 +120,7 @@ pub async fn serve_client(
         .max_encoding_message_size(max_send);
 
     let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversize_as_grpc_go))
         .http2_keepalive_interval(Some(opts.grpc_keepalive_interval))
         .http2_keepalive_timeout(Some(opts.grpc_keepalive_timeout))
         .add_service(kv)
@@ -256,4 +257,74 @@ impl Drop for StreamRecord {
 /// The error for a command whose response has the wrong shape: a bug, not a client error.
 pub(crate) fn unexpected(what: &str, resp: &crate::command::CommandResponse) -> EtcdError {
     EtcdError::Internal(format!("unexpected response to {what}: {resp:?}"))
+}
+
+/// tonic refuses a message over the receive limit with `OutOfRange` ("Error, decoded message
+/// length too large: found N bytes, the limit is: M bytes"); etcd (grpc-go) answers
+/// `ResourceExhausted` "grpc: received message larger than max (N vs. M)". Clients match on
+/// the code, so rewrite it to grpc-go's.
+fn oversize_as_grpc_go<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers_mut();
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some("11") {
+        return resp;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| {
+            m.replace("%20", " ")
+                .replace("%3A", ":")
+                .replace("%2C", ",")
+        })
+    else {
+        return resp;
+    };
+    if !message.starts_with("Error, decoded message length too large") {
+        return resp;
+    }
+    let numbers: Vec<&str> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let text = match numbers.as_slice() {
+        [found, limit, ..] => {
+            format!("grpc: received message larger than max ({found} vs. {limit})")
+        }
+        _ => "grpc: received message larger than max".to_string(),
+    };
+    let encoded = text.replace(' ', "%20").replace(':', "%3A");
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-message", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod oversize_tests {
+    use super::*;
+
+    #[test]
+    fn tonic_oversize_becomes_grpc_go_resource_exhausted() {
+        let resp = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "Error,%20decoded%20message%20length%20too%20large%3A%20found%20679953%20bytes,%20the%20limit%20is%3A%20589824%20bytes",
+            )
+            .body(())
+            .unwrap();
+        let resp = oversize_as_grpc_go(resp);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(
+            resp.headers()["grpc-message"],
+            "grpc%3A%20received%20message%20larger%20than%20max%20(679953%20vs.%20589824)"
+        );
+        let other = http::Response::builder()
+            .header("grpc-status", "11")
+            .header("grpc-message", "etcdserver%3A%20mvcc")
+            .body(())
+            .unwrap();
+        assert_eq!(oversize_as_grpc_go(other).headers()["grpc-status"], "11");
+    }
 }
