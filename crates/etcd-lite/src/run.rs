@@ -203,6 +203,23 @@ async fn join_existing(
     bail!("could not reach any member of the existing cluster within 60s (last error: {last_err})")
 }
 
+fn open_sled(path: &std::path::Path, cache_capacity: u64) -> anyhow::Result<sled::Db> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity)
+        .mode(sled::Mode::HighThroughput)
+        // We decide when data must be durable; sled's timer would only add fsyncs.
+        .flush_every_ms(None)
+        .open()
+        .with_context(|| {
+            format!(
+                "opening {} (is another etcd-lite using this --data-dir?)",
+                path.display()
+            )
+        })
+}
+
 /// Runs a member until SIGTERM or SIGINT.
 pub async fn run(config: Config, server_opts: ServerOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -255,21 +272,14 @@ pub async fn run_until(
         }
     }
 
-    let db_path = config.data_dir.join("member").join("sled");
-    std::fs::create_dir_all(&db_path).with_context(|| format!("creating {}", db_path.display()))?;
-    let db = sled::Config::new()
-        .path(&db_path)
-        .cache_capacity(config.cache_capacity)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .with_context(|| {
-            format!(
-                "opening {} (is another etcd-lite using this --data-dir?)",
-                db_path.display()
-            )
-        })?;
+    // Two sled databases, like etcd's wal/ and snap/db: the Raft log (fsynced on every
+    // append) and the state machine (fsynced only before a snapshot is taken, since the log
+    // can replay it). Keeping them apart means a log fsync writes only log entries.
+    let member_dir = config.data_dir.join("member");
+    let wal = open_sled(&member_dir.join("wal"), config.cache_capacity / 4)?;
+    let db = open_sled(&member_dir.join("db"), config.cache_capacity)?;
 
-    let ident = identity(&config, &db, peer_tls.as_ref()).await?;
+    let ident = identity(&config, &wal, peer_tls.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
     let lessor = Arc::new(Lessor::default());
     let mvcc = Arc::new(RwLock::new(
@@ -283,15 +293,18 @@ pub async fn run_until(
         metrics: metrics.clone(),
     });
     let state_machine = StateMachine::open(&db, shared)?;
-    let log_store = LogStore::open(&db)?;
+    let log_store = LogStore::open(&wal)?;
 
     let et = config.election_timeout.as_millis() as u64;
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-        // etcd randomizes the election timeout in [timeout, 2 * timeout).
-        election_timeout_min: et,
-        election_timeout_max: et * 2,
+        // A follower campaigns when it has heard nothing for --election-timeout (etcd waits a
+        // random time in [timeout, 2 * timeout)). openraft waits `election_timeout_max` (its
+        // leader lease) plus a random time in [min, max), so these make that sum fall in
+        // [1, 1.2) x --election-timeout: failures are detected as soon as etcd's earliest.
+        election_timeout_min: (et * 2 / 5).max(config.heartbeat_interval.as_millis() as u64 + 1),
+        election_timeout_max: (et * 3 / 5).max(config.heartbeat_interval.as_millis() as u64 + 2),
         install_snapshot_timeout: et.max(3000),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // etcd keeps 5000 entries after a snapshot for slow followers; a small --snapshot-count
@@ -301,10 +314,10 @@ pub async fn run_until(
     }
     .validate()
     .context("raft configuration")?;
-    let network = Network {
-        tls: peer_tls.clone(),
-        connect_timeout: config.election_timeout.min(Duration::from_secs(2)),
-    };
+    let network = Network::new(
+        peer_tls.clone(),
+        config.election_timeout.min(Duration::from_secs(2)),
+    );
     let raft = Raft::new(
         ident.member_id,
         Arc::new(raft_config),
@@ -459,6 +472,7 @@ pub async fn run_until(
     tasks.abort_all();
     reads.abort();
     let _ = raft.shutdown().await;
+    wal.flush_async().await.context("final flush")?;
     db.flush_async().await.context("final flush")?;
     tracing::info!("etcd-lite member stopped");
     result

@@ -31,7 +31,10 @@ impl LogStore {
         let log = db.open_tree("raft_log")?;
         let state = db.open_tree("raft_state")?;
         let (flusher, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flush_loop(db.clone(), rx));
+        let flusher_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop(flusher_db, rx))?;
         Ok(LogStore {
             db: db.clone(),
             log,
@@ -70,11 +73,17 @@ impl LogStore {
 }
 
 /// Flushes sled once for every group of appends that queued up meanwhile, then acknowledges them
-/// in order. Ends when the log store is dropped.
-async fn flush_loop(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+/// in order. Runs on its own OS thread: sled's `flush_async` hands each flush to a pool thread,
+/// and at thousands of appends a second that hand-off costs more CPU than the fsync itself.
+/// Ends when the log store (the sending side) is dropped.
+fn flush_loop(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let result = db.flush_async().await;
+    while let Some(cb) = rx.blocking_recv() {
+        batch.push(cb);
+        while let Ok(cb) = rx.try_recv() {
+            batch.push(cb);
+        }
+        let result = db.flush();
         for cb in batch.drain(..) {
             match &result {
                 Ok(_) => cb.log_io_completed(Ok(())),

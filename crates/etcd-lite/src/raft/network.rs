@@ -4,7 +4,9 @@
 //! Raft payloads are bincode-encoded openraft types inside `RaftBytes`; the remote side answers
 //! with a bincode `Result<Response, RaftError>`, so openraft sees the remote error itself.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
 
 use openraft::{
     error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
@@ -46,19 +48,51 @@ pub fn peer_channel(
     Ok(endpoint.connect_lazy())
 }
 
-/// Makes one [`PeerConnection`] per target member.
+/// Makes one [`PeerConnection`] per target member. Channels are cached per (member, URL):
+/// openraft asks for a new client for every leadership check and election round, and a fresh
+/// TCP + TLS connection each time would cost more than the round itself. A tonic channel
+/// multiplexes calls and reconnects by itself when the peer comes back.
 #[derive(Clone)]
 pub struct Network {
-    pub tls: Option<ClientTlsConfig>,
-    pub connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+    connect_timeout: Duration,
+    channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
+}
+
+impl Network {
+    pub fn new(tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
+        Network {
+            tls,
+            connect_timeout,
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, target: u64, node: &PeerNode) -> Result<Channel, String> {
+        let url = node.peer_urls.first().cloned().unwrap_or_default();
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(&(target, url.clone())) {
+            return Ok(c.clone());
+        }
+        let channel = peer_channel(&node.peer_urls, self.tls.as_ref(), self.connect_timeout)?;
+        // A member's URL changed (removed and re-added): drop what pointed at the old one.
+        channels.retain(|(id, _), _| *id != target);
+        channels.insert((target, url), channel.clone());
+        Ok(channel)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> PeerConnection {
-        let client = peer_channel(&node.peer_urls, self.tls.as_ref(), self.connect_timeout)
-            .map(RaftPeerClient::new)
+        let client = self
+            .channel(target, node)
+            .map(|c| {
+                RaftPeerClient::new(c)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX)
+            })
             .map_err(|e| {
                 tracing::warn!(target, error = %e, "cannot reach peer");
                 e
