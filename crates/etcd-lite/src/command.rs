@@ -43,6 +43,10 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    /// Commands that queued on the leader while earlier proposals were in flight, replicated as
+    /// one log entry and applied one after the other, each as if it had its own entry (see
+    /// `node::Proposer`). Never nested.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -56,6 +60,7 @@ impl Command {
             Command::LeaseGrant { .. } => "lease_grant",
             Command::LeaseRevoke { .. } => "lease_revoke",
             Command::MemberAttrs { .. } => "member_attrs",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -81,6 +86,8 @@ pub enum CommandResponse {
     MemberAttrs,
     /// What a Raft-internal entry (blank, membership) returns: no client waits for it.
     Noop,
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResponse>),
     /// The command was applied (it consumed a log index) but failed, e.g. a Put on a lease that
     /// does not exist. The store is unchanged by it.
     Error(EtcdError),

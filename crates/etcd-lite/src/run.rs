@@ -429,6 +429,7 @@ pub async fn run_until(
     }
 
     let reads = tokio::spawn(node.clone().run_read_rounds());
+    let proposer = tokio::spawn(node.clone().run_proposer());
     tasks.spawn({
         let node = node.clone();
         let stop = stop.clone();
@@ -471,6 +472,7 @@ pub async fn run_until(
     .await;
     tasks.abort_all();
     reads.abort();
+    proposer.abort();
     let _ = raft.shutdown().await;
     wal.flush_async().await.context("final flush")?;
     db.flush_async().await.context("final flush")?;

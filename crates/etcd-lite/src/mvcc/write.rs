@@ -269,6 +269,12 @@ impl Mvcc {
             Command::Compact { .. } => {
                 return Err(EtcdError::Internal("compaction is applied on its own".into()).into())
             }
+            // The Raft state machine unpacks batches and applies their commands one by one.
+            Command::Batch(_) => {
+                return Err(
+                    EtcdError::Internal("a batch is applied command by command".into()).into(),
+                )
+            }
         })
     }
 

@@ -29,6 +29,10 @@ use crate::{
 
 const META_APPLIED: &[u8] = b"raft/last_applied";
 const META_MEMBERSHIP: &[u8] = b"raft/membership";
+/// How far into a batch entry the state machine got: `(log id, commands applied)`. Each
+/// command of a batch is its own atomic write, so after a crash in the middle of one the entry
+/// is replayed and the commands already applied are skipped, never applied twice.
+const META_BATCH: &[u8] = b"raft/batch_progress";
 
 /// What the state machine shares with the rest of the member.
 pub struct Shared {
@@ -106,6 +110,28 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Applies one client or member command, and tells the lessor what it changed.
+    fn apply_one(
+        &self,
+        mvcc: &mut Mvcc,
+        cmd: &Command,
+        raft_meta: (&[u8], &[u8]),
+    ) -> Result<CommandResponse, StorageError> {
+        let response = mvcc
+            .apply(cmd, Some(raft_meta))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        match (cmd, &response) {
+            (Command::LeaseGrant { id, ttl }, CommandResponse::LeaseGrant { .. }) => {
+                self.shared.lessor.granted(*id, *ttl)
+            }
+            (Command::LeaseRevoke { id }, _) => self.shared.lessor.revoked(*id),
+            _ => {}
+        }
+        Ok(response)
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -138,20 +164,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         CommandResponse::Noop
                     }
-                    EntryPayload::Normal(cmd) => {
-                        let response = mvcc
-                            .apply(&cmd, Some((META_APPLIED, &applied_meta)))
+                    EntryPayload::Normal(Command::Batch(cmds)) if cmds.is_empty() => {
+                        mvcc.set_meta(META_APPLIED, &applied_meta)
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                        match (&cmd, &response) {
-                            (
-                                Command::LeaseGrant { id, ttl },
-                                CommandResponse::LeaseGrant { .. },
-                            ) => self.shared.lessor.granted(*id, *ttl),
-                            (Command::LeaseRevoke { id }, _) => self.shared.lessor.revoked(*id),
-                            _ => {}
+                        CommandResponse::Batch(Vec::new())
+                    }
+                    EntryPayload::Normal(Command::Batch(cmds)) => {
+                        let done = match mvcc
+                            .meta(META_BATCH)
+                            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                        {
+                            Some(b) => match decode::<(LogId, usize)>(&b) {
+                                Ok((log_id, done)) if log_id == entry.log_id => done,
+                                _ => 0,
+                            },
+                            None => 0,
+                        };
+                        let mut batch = Vec::with_capacity(cmds.len());
+                        for (i, cmd) in cmds.iter().enumerate() {
+                            if i < done {
+                                // Applied before a crash; its client is long gone.
+                                batch.push(CommandResponse::Noop);
+                                continue;
+                            }
+                            let progress;
+                            let meta = if i + 1 == cmds.len() {
+                                (META_APPLIED, applied_meta.as_slice())
+                            } else {
+                                progress = encode(&(entry.log_id, i + 1));
+                                (META_BATCH, progress.as_slice())
+                            };
+                            batch.push(self.apply_one(&mut mvcc, cmd, meta)?);
+                            applied += 1;
                         }
+                        CommandResponse::Batch(batch)
+                    }
+                    EntryPayload::Normal(cmd) => {
                         applied += 1;
-                        response
+                        self.apply_one(&mut mvcc, &cmd, (META_APPLIED, &applied_meta))?
                     }
                 };
                 responses.push(response);
@@ -268,5 +318,127 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_client::proto::{PbPutRequest, PbRangeRequest};
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+
+    fn machine() -> (StateMachine, Arc<Shared>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let (revision, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            mvcc: Arc::new(RwLock::new(Mvcc::open(&db).unwrap())),
+            revision,
+            lessor: Arc::new(Lessor::default()),
+            metrics: Arc::new(Metrics::new()),
+        });
+        (
+            StateMachine::open(&db, shared.clone()).unwrap(),
+            shared,
+            dir,
+        )
+    }
+
+    fn put(key: &str) -> Command {
+        Command::Put(PbPutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn keys(shared: &Shared) -> Vec<Vec<u8>> {
+        let resp = shared
+            .mvcc
+            .read()
+            .range(&PbRangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            })
+            .unwrap();
+        resp.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_each_command_with_its_own_response() {
+        let (mut sm, shared, _dir) = machine();
+        let out = sm
+            .apply([entry(1, Command::Batch(vec![put("a"), put("b"), put("c")]))])
+            .await
+            .unwrap();
+        let CommandResponse::Batch(responses) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let revisions: Vec<i64> = responses
+            .iter()
+            .map(|r| match r {
+                CommandResponse::Put(p) => p.header.as_ref().map(|h| h.revision).unwrap_or(0),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            revisions,
+            vec![2, 3, 4],
+            "one revision per command, in order"
+        );
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_replayed_after_a_crash_skips_what_was_applied() {
+        let (mut sm, shared, _dir) = machine();
+        sm.apply([entry(1, put("before"))]).await.unwrap();
+        // As if the member died after the first two commands of entry 2 were written: progress
+        // says 2 done, the entry itself is not marked applied.
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 2);
+        sm.apply_one(
+            &mut shared.mvcc.write(),
+            &put("a"),
+            (META_BATCH, &encode(&(log_id, 1usize))),
+        )
+        .unwrap();
+        sm.apply_one(
+            &mut shared.mvcc.write(),
+            &put("b"),
+            (META_BATCH, &encode(&(log_id, 2usize))),
+        )
+        .unwrap();
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1), "entry 2 is replayed");
+        let revision = shared.mvcc.read().revision();
+        sm.apply([entry(2, Command::Batch(vec![put("a"), put("b"), put("c")]))])
+            .await
+            .unwrap();
+        assert_eq!(
+            shared.mvcc.read().revision(),
+            revision + 1,
+            "only the third command is applied again"
+        );
+        assert_eq!(
+            keys(&shared),
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"before".to_vec(),
+                b"c".to_vec()
+            ]
+        );
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
     }
 }
