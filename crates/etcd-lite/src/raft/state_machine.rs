@@ -375,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_applies_each_command_with_its_own_response() {
-        let (mut sm, shared, _dir) = machine();
+        let (mut sm, _shared, _dir) = machine();
         let out = sm
             .apply([entry(1, Command::Batch(vec![put("a"), put("b"), put("c")]))])
             .await
