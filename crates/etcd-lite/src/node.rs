@@ -662,6 +662,16 @@ impl Node {
 
     async fn member_change(&self, req: MemberChangeRequest) -> Result<u64, EtcdError> {
         self.refuse_on_learner()?;
+        let id = self.member_change_via_leader(req).await?;
+        // Answer with the membership as changed, also when the leader made the change: wait
+        // until this member has applied what the leader has committed.
+        let deadline = Instant::now() + self.request_timeout();
+        let index = self.fetch_read_index().await?;
+        self.wait_applied(index, deadline).await?;
+        Ok(id)
+    }
+
+    async fn member_change_via_leader(&self, req: MemberChangeRequest) -> Result<u64, EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
         loop {
             let leader = self.leader(deadline).await?;

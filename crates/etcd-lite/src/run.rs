@@ -292,7 +292,7 @@ pub async fn run_until(
         lessor: lessor.clone(),
         metrics: metrics.clone(),
     });
-    let state_machine = StateMachine::open(&db, shared)?;
+    let state_machine = StateMachine::open(&db, shared).context("opening the state machine")?;
     let log_store = LogStore::open(&wal)?;
 
     let et = config.election_timeout.as_millis() as u64;
@@ -328,12 +328,13 @@ pub async fn run_until(
     .await
     .context("starting raft")?;
 
+    let mvcc_for_shutdown = mvcc.clone();
     let node = Node::new(NodeParts {
         id: ident.member_id,
         cluster_id: ident.cluster_id,
         config: config.clone(),
         raft: raft.clone(),
-        store: mvcc,
+        store: mvcc.clone(),
         revisions: revision_rx,
         metrics,
         lessor,
@@ -475,7 +476,8 @@ pub async fn run_until(
     proposer.abort();
     let _ = raft.shutdown().await;
     wal.flush_async().await.context("final flush")?;
-    db.flush_async().await.context("final flush")?;
+    crate::raft::state_machine::mark_clean_shutdown(&mvcc_for_shutdown, &db)
+        .context("final flush")?;
     tracing::info!("etcd-lite member stopped");
     result
 }

@@ -17,8 +17,10 @@
 //!
 //! # Layout in sled
 //!
-//! One tree, `mvcc`, so that one `sled::Batch` makes each apply atomic. Keys start with a
-//! one-byte keyspace prefix:
+//! One tree, `mvcc`. Each apply is atomic in memory (under the caller's write lock); on disk its
+//! writes go in one by one (see `layout::Writes` for why), and the Raft layer rebuilds the state
+//! machine from its last snapshot and the log after an unclean stop. Keys start with a one-byte
+//! keyspace prefix:
 //!
 //! | key                                 | value                                          |
 //! |-------------------------------------|------------------------------------------------|
@@ -176,8 +178,9 @@ impl Mvcc {
         })
     }
 
-    /// Applies one command atomically. `raft_meta`, when given, is written in the same sled batch
-    /// (the Raft layer stores its last-applied log id this way, so the two can never disagree).
+    /// Applies one command, atomically as far as any reader can see. `raft_meta`, when given, is
+    /// written with the command's effects (the Raft layer stores its last-applied log id this
+    /// way). On disk the writes are not atomic: see `layout::Writes`.
     /// A request-level failure (lease not found, ...) is `CommandResponse::Error` and changes
     /// nothing but `raft_meta`; only a storage failure is `Err`.
     ///

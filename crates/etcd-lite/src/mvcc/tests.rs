@@ -1335,7 +1335,18 @@ fn reopen_from_disk_gives_the_same_store() {
         db.flush().unwrap();
         (m.snapshot().unwrap(), m.revision())
     };
-    let db = sled::open(dir.path()).unwrap();
+    // sled's IO threads may hold the old database a moment after it is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir.path()) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopening: {e}"),
+        }
+    };
     let reopened = Mvcc::open(&db).unwrap();
     assert_eq!(reopened.revision(), rev);
     let mut restored = engine();

@@ -2,8 +2,8 @@
 //! `storeTxnWrite`), leases, member attributes and compaction.
 //!
 //! A command runs against a [`WriteCtx`]: its writes go into the in-memory index at once (so
-//! later ops of the same txn read them) and into one `sled::Batch`; every in-memory change is
-//! logged so that it can be undone if the command fails or the batch cannot be written.
+//! later ops of the same txn read them) and into one [`layout::Writes`]; every in-memory change
+//! is logged so that it can be undone if the command fails or the writes cannot be made.
 //! Requests are checked before anything changes (as etcd's `checkRequests`), so undo is for
 //! storage failures, not for ordinary request errors.
 
@@ -76,7 +76,7 @@ enum Undo {
 pub(crate) struct WriteCtx {
     /// The revision before the command; its writes are at `begin + 1`.
     begin: i64,
-    batch: sled::Batch,
+    batch: layout::Writes,
     /// Writes so far, in sub-revision order.
     changes: Vec<Change>,
     undo: Vec<Undo>,
@@ -89,7 +89,7 @@ impl WriteCtx {
     fn new(begin: i64) -> Self {
         WriteCtx {
             begin,
-            batch: sled::Batch::default(),
+            batch: layout::Writes::default(),
             changes: Vec::new(),
             undo: Vec::new(),
         }
@@ -152,7 +152,7 @@ impl Mvcc {
             batch.insert(layout::meta_key(k), v);
         }
         let collected = self.collect_garbage(&mut batch);
-        if let Err(e) = self.tree.apply_batch(batch) {
+        if let Err(e) = batch.write(&self.tree) {
             self.rollback(undo);
             return Err(e.into());
         }
@@ -166,19 +166,19 @@ impl Mvcc {
 
     /// Writes `raft_meta` (with some garbage collection) for a command that changed nothing.
     fn commit_meta_only(&mut self, raft_meta: Option<(&[u8], &[u8])>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = layout::Writes::default();
         if let Some((k, v)) = raft_meta {
             batch.insert(layout::meta_key(k), v);
         }
         let collected = self.collect_garbage(&mut batch);
-        self.tree.apply_batch(batch)?;
+        batch.write(&self.tree)?;
         self.state.garbage.drain(..collected);
         Ok(())
     }
 
     /// Adds the deletion of the oldest compacted records to `batch`; returns how many, to
     /// drop from the queue once the batch is written.
-    fn collect_garbage(&self, batch: &mut sled::Batch) -> usize {
+    fn collect_garbage(&self, batch: &mut layout::Writes) -> usize {
         let n = self.gc_budget(self.state.garbage.len());
         for rev in self.state.garbage.range(..n) {
             batch.remove(&layout::rev_key(*rev));
@@ -613,7 +613,7 @@ impl Mvcc {
         }
         garbage.sort_unstable();
         garbage.dedup();
-        let mut batch = sled::Batch::default();
+        let mut batch = layout::Writes::default();
         batch.insert(layout::STATE_COMPACT, &layout::i64_value(rev));
         // The current revision's records may all be garbage now (deletes at `rev`), so it can
         // no longer be read off the last record on open.
@@ -625,7 +625,7 @@ impl Mvcc {
         for r in &garbage[..collected] {
             batch.remove(&layout::rev_key(*r));
         }
-        self.tree.apply_batch(batch)?;
+        batch.write(&self.tree)?;
         garbage.drain(..collected);
         self.state.garbage = garbage.into();
         for (key, c) in plan {

@@ -179,13 +179,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a sled batch (which would write an IO buffer of its own): the flush
+        // below makes them durable, and sled recovers a prefix of its writes, so a crash can
+        // only cut the appended entries short, never leave a gap.
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry));
+            self.log
+                .insert(index_key(entry.log_id.index), encode(&entry))
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
             // The flusher only ends with the store; flush inline rather than lose the ack.
             let r = self.db.flush_async().await;

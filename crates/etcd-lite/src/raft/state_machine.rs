@@ -1,11 +1,15 @@
 //! The Raft state machine: committed entries go into the MVCC engine.
 //!
-//! The engine stores Raft's last-applied log id and membership in its own metadata, written in
-//! the same sled batch as the command's effects, so after a crash the two always agree and
-//! openraft re-applies exactly the entries that were not applied yet.
+//! The engine stores Raft's last-applied log id and membership in its own metadata, written
+//! with each command's effects.
 //!
-//! Snapshots are the engine's whole state. Before one is built the database is flushed, so the
-//! state machine on disk is never older than a snapshot whose log openraft may purge.
+//! Durability: the Raft log is the durable record; the state machine is written without fsync
+//! and without sled batches (which cost an IO-buffer write each). So it is trusted on disk only
+//! when the member stopped cleanly ([`mark_clean_shutdown`]). After any other stop,
+//! [`StateMachine::open`] puts back the last snapshot (or an empty store) and openraft replays
+//! the log from there: a half-written apply can never be seen. Snapshots are the engine's whole
+//! state, stored in this database and flushed, and openraft purges the log only up to a
+//! snapshot, so the log always holds what the replay needs.
 
 use std::{io::Cursor, sync::Arc, time::Duration};
 
@@ -29,6 +33,8 @@ use crate::{
 
 const META_APPLIED: &[u8] = b"raft/last_applied";
 const META_MEMBERSHIP: &[u8] = b"raft/membership";
+/// "1" once the member has stopped cleanly; "0" while it runs.
+const META_CLEAN: &[u8] = b"raft/clean_shutdown";
 /// How far into a batch entry the state machine got: `(log id, commands applied)`. Each
 /// command of a batch is its own atomic write, so after a crash in the middle of one the entry
 /// is replayed and the commands already applied are skipped, never applied twice.
@@ -60,18 +66,61 @@ fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
 }
 
 impl StateMachine {
-    pub fn open(db: &sled::Db, shared: Arc<Shared>) -> Result<Self, sled::Error> {
-        let snapshots = db.open_tree("raft_snapshot")?;
-        {
-            let mvcc = shared.mvcc.read();
-            shared.revision.send_replace(mvcc.revision());
-            shared.lessor.reset(&mvcc.leases(), Duration::ZERO);
-        }
-        Ok(StateMachine {
+    pub fn open(db: &sled::Db, shared: Arc<Shared>) -> Result<Self, StorageError> {
+        let snapshots = db
+            .open_tree("raft_snapshot")
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let sm = StateMachine {
             shared,
             db: db.clone(),
             snapshots,
-        })
+        };
+        {
+            let mut mvcc = sm.shared.mvcc.write();
+            let clean = mvcc
+                .meta(META_CLEAN)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                .is_some_and(|v| v == b"1");
+            if !clean {
+                sm.rebuild(&mut mvcc)?;
+            }
+            mvcc.set_meta(META_CLEAN, b"0")
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            sm.shared.revision.send_replace(mvcc.revision());
+            sm.shared.lessor.reset(&mvcc.leases(), Duration::ZERO);
+        }
+        // "Not clean" must be on disk before the first apply changes anything.
+        sm.db
+            .flush()
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        Ok(sm)
+    }
+
+    /// After an unclean stop: the last snapshot (or nothing), for openraft to replay the log on.
+    fn rebuild(&self, mvcc: &mut Mvcc) -> Result<(), StorageError> {
+        let stored = self
+            .snapshots
+            .get("current")
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        match stored {
+            Some(raw) => {
+                let stored: StoredSnapshot = decode(&raw)
+                    .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, *e))?;
+                mvcc.restore(&stored.data)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                mvcc.set_meta(META_MEMBERSHIP, &encode(&stored.meta.last_membership))
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                mvcc.set_meta(META_APPLIED, &encode(&stored.meta.last_log_id))
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                tracing::info!(snapshot = %stored.meta.snapshot_id, "member did not stop cleanly: state machine rebuilt from its last snapshot; the log replays the rest");
+            }
+            None => {
+                mvcc.restore(&empty_snapshot()?)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                tracing::info!("member did not stop cleanly: state machine rebuilt from the log");
+            }
+        }
+        Ok(())
     }
 
     fn read_applied(mvcc: &Mvcc) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -269,6 +318,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// The snapshot of an empty store.
+fn empty_snapshot() -> Result<Vec<u8>, StorageError> {
+    let err = |e: StoreError| sm_err(ErrorVerb::Read, e);
+    let db = sled::Config::new()
+        .temporary(true)
+        .open()
+        .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+    Mvcc::open(&db).map_err(err)?.snapshot().map_err(err)
+}
+
+/// Records a clean stop, once Raft has stopped applying: the next start may trust the state
+/// machine on disk as it is.
+pub fn mark_clean_shutdown(mvcc: &RwLock<Mvcc>, db: &sled::Db) -> Result<(), StorageError> {
+    mvcc.write()
+        .set_meta(META_CLEAN, b"1")
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    db.flush()
+        .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+    Ok(())
+}
+
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     db: sled::Db,
@@ -330,7 +400,12 @@ mod tests {
 
     fn machine() -> (StateMachine, Arc<Shared>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let (sm, shared) = reopen(dir.path());
+        (sm, shared, dir)
+    }
+
+    fn reopen(path: &std::path::Path) -> (StateMachine, Arc<Shared>) {
+        let db = sled::Config::new().path(path).open().unwrap();
         let (revision, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             mvcc: Arc::new(RwLock::new(Mvcc::open(&db).unwrap())),
@@ -338,11 +413,7 @@ mod tests {
             lessor: Arc::new(Lessor::default()),
             metrics: Arc::new(Metrics::new()),
         });
-        (
-            StateMachine::open(&db, shared.clone()).unwrap(),
-            shared,
-            dir,
-        )
+        (StateMachine::open(&db, shared.clone()).unwrap(), shared)
     }
 
     fn put(key: &str) -> Command {
@@ -440,5 +511,57 @@ mod tests {
         );
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
+    }
+
+    #[tokio::test]
+    async fn after_an_unclean_stop_the_state_machine_restarts_from_its_last_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut sm, _) = reopen(dir.path());
+            sm.apply([entry(1, put("a"))]).await.unwrap();
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            sm.apply([entry(2, put("b"))]).await.unwrap();
+            // Dropped without mark_clean_shutdown: a crash.
+        }
+        let (mut sm, shared) = reopen(dir.path());
+        assert_eq!(
+            keys(&shared),
+            vec![b"a".to_vec()],
+            "the snapshot, not the later apply"
+        );
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(
+            applied.map(|l| l.index),
+            Some(1),
+            "openraft replays entry 2"
+        );
+        sm.apply([entry(2, put("b"))]).await.unwrap();
+        assert_eq!(keys(&shared), vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn without_a_snapshot_an_unclean_stop_replays_everything_and_a_clean_one_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut sm, _) = reopen(dir.path());
+            sm.apply([entry(1, put("a"))]).await.unwrap();
+        }
+        {
+            let (mut sm, shared) = reopen(dir.path());
+            assert!(keys(&shared).is_empty(), "rebuilt from nothing");
+            assert_eq!(sm.applied_state().await.unwrap().0, None);
+            sm.apply([entry(1, put("a"))]).await.unwrap();
+            mark_clean_shutdown(&shared.mvcc, &sm.db).unwrap();
+        }
+        let (mut sm, shared) = reopen(dir.path());
+        assert_eq!(keys(&shared), vec![b"a".to_vec()], "kept as it was");
+        assert_eq!(
+            sm.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(1)
+        );
     }
 }
