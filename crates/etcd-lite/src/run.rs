@@ -293,7 +293,7 @@ pub async fn run_until(
         metrics: metrics.clone(),
     });
     let state_machine = StateMachine::open(&db, shared).context("opening the state machine")?;
-    let log_store = LogStore::open(&wal)?;
+    let log_store = LogStore::open(&wal, ident.member_id)?;
 
     let et = config.election_timeout.as_millis() as u64;
     let raft_config = openraft::Config {
