@@ -323,38 +323,64 @@ impl Node {
         }
     }
 
+    /// Runs `op` against the current leader: `op(None)` when this member leads, `op(Some(peer))`
+    /// with a client for the leader otherwise. Retries (until `deadline`) when it turns out
+    /// there is no leader, or, if `retry_changed`, when the leader changed under the call:
+    /// callers pass that only for requests that change nothing, which are safe to repeat.
+    async fn at_leader<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        retry_changed: bool,
+        mut op: F,
+    ) -> Result<T, EtcdError>
+    where
+        F: FnMut(Option<RaftPeerClient<Channel>>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EtcdError>>,
+    {
+        loop {
+            let leader = self.leader(deadline).await?;
+            let peer = if leader == self.id {
+                None
+            } else {
+                Some(self.peer(leader)?)
+            };
+            match op(peer).await {
+                Err(EtcdError::NoLeader) if Instant::now() < deadline => {}
+                Err(EtcdError::LeaderChanged) if retry_changed && Instant::now() < deadline => {}
+                other => return other,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn propose_until(
         &self,
         cmd: Command,
         deadline: Instant,
     ) -> Result<CommandResponse, EtcdError> {
-        loop {
-            let leader = self.leader(deadline).await?;
-            let attempt = if leader == self.id {
-                tokio::time::timeout_at(deadline, self.propose_as_leader(cmd.clone()))
-                    .await
-                    .map_err(|_| EtcdError::Timeout)?
-                    .map(|(r, _)| r)
-            } else {
-                self.forward(leader, &cmd, deadline).await
-            };
-            match attempt {
-                // Not (or no longer) the leader before anything was appended: safe to retry.
-                Err(EtcdError::NoLeader) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        // A write is retried only when nothing was appended (NoLeader), never after the leader
+        // may have taken it.
+        self.at_leader(deadline, false, |peer| {
+            let cmd = cmd.clone();
+            async move {
+                match peer {
+                    None => tokio::time::timeout_at(deadline, self.propose_as_leader(cmd))
+                        .await
+                        .map_err(|_| EtcdError::Timeout)?
+                        .map(|(r, _)| r),
+                    Some(client) => self.forward(client, &cmd, deadline).await,
                 }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     async fn forward(
         &self,
-        leader: u64,
+        mut client: RaftPeerClient<Channel>,
         cmd: &Command,
         deadline: Instant,
     ) -> Result<CommandResponse, EtcdError> {
-        let mut client = self.peer(leader)?;
         let mut req = tonic::Request::new(ForwardRequest {
             command: encode(cmd),
         });
@@ -506,32 +532,24 @@ impl Node {
 
     async fn fetch_read_index(&self) -> Result<u64, EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
-        loop {
-            let leader = self.leader(deadline).await?;
-            let attempt = if leader == self.id {
-                tokio::time::timeout_at(deadline, self.read_index_as_leader())
+        // A read may always be retried: it changes nothing.
+        self.at_leader(deadline, true, |peer| async move {
+            match peer {
+                None => tokio::time::timeout_at(deadline, self.read_index_as_leader())
                     .await
-                    .map_err(|_| EtcdError::Timeout)?
-            } else {
-                let mut client = self.peer(leader)?;
-                let mut req = tonic::Request::new(ReadIndexRequest {});
-                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                client
-                    .read_index(req)
-                    .await
-                    .map(|r| r.into_inner().index)
-                    // A read may always be retried: nothing was changed.
-                    .map_err(|s| status_to_error(&s, false))
-            };
-            match attempt {
-                Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    .map_err(|_| EtcdError::Timeout)?,
+                Some(mut client) => {
+                    let mut req = tonic::Request::new(ReadIndexRequest {});
+                    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                    client
+                        .read_index(req)
+                        .await
+                        .map(|r| r.into_inner().index)
+                        .map_err(|s| status_to_error(&s, false))
                 }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// Leader side of ReadIndex: confirms leadership with a quorum and returns the index reads
@@ -563,27 +581,19 @@ impl Node {
     pub async fn lease_keepalive(&self, id: i64) -> Result<i64, EtcdError> {
         self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
-        loop {
-            let leader = self.leader(deadline).await?;
-            let attempt = if leader == self.id {
-                self.lease_keepalive_as_leader(id)
-            } else {
-                let mut client = self.peer(leader)?;
-                match client.lease_keep_alive(LeaseKeepAliveRequest { id }).await {
-                    Ok(r) if r.get_ref().ttl > 0 => Ok(r.into_inner().ttl),
-                    Ok(_) => Err(EtcdError::LeaseNotFound),
-                    Err(s) => Err(status_to_error(&s, false)),
+        self.at_leader(deadline, true, |peer| async move {
+            match peer {
+                None => self.lease_keepalive_as_leader(id),
+                Some(mut client) => {
+                    match client.lease_keep_alive(LeaseKeepAliveRequest { id }).await {
+                        Ok(r) if r.get_ref().ttl > 0 => Ok(r.into_inner().ttl),
+                        Ok(_) => Err(EtcdError::LeaseNotFound),
+                        Err(s) => Err(status_to_error(&s, false)),
+                    }
                 }
-            };
-            match attempt {
-                Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     pub fn lease_keepalive_as_leader(&self, id: i64) -> Result<i64, EtcdError> {
@@ -597,33 +607,25 @@ impl Node {
     pub async fn lease_time_to_live(&self, id: i64) -> Result<(i64, i64), EtcdError> {
         self.refuse_on_learner()?;
         let deadline = Instant::now() + self.request_timeout();
-        loop {
-            let leader = self.leader(deadline).await?;
-            let attempt = if leader == self.id {
-                self.lease_time_to_live_as_leader(id)
-            } else {
-                let mut client = self.peer(leader)?;
-                match client
-                    .lease_time_to_live(LeaseTimeToLiveRequest { id })
-                    .await
-                {
-                    Ok(r) if r.get_ref().found => {
-                        let r = r.into_inner();
-                        Ok((r.ttl, r.granted_ttl))
+        self.at_leader(deadline, true, |peer| async move {
+            match peer {
+                None => self.lease_time_to_live_as_leader(id),
+                Some(mut client) => {
+                    match client
+                        .lease_time_to_live(LeaseTimeToLiveRequest { id })
+                        .await
+                    {
+                        Ok(r) if r.get_ref().found => {
+                            let r = r.into_inner();
+                            Ok((r.ttl, r.granted_ttl))
+                        }
+                        Ok(_) => Err(EtcdError::LeaseNotFound),
+                        Err(s) => Err(status_to_error(&s, false)),
                     }
-                    Ok(_) => Err(EtcdError::LeaseNotFound),
-                    Err(s) => Err(status_to_error(&s, false)),
                 }
-            };
-            match attempt {
-                Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     pub fn lease_time_to_live_as_leader(&self, id: i64) -> Result<(i64, i64), EtcdError> {
@@ -673,35 +675,33 @@ impl Node {
 
     async fn member_change_via_leader(&self, req: MemberChangeRequest) -> Result<u64, EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
-        loop {
-            let leader = self.leader(deadline).await?;
-            let attempt = if leader == self.id {
-                let kind = Kind::try_from(req.kind).unwrap_or(Kind::Add);
-                match kind {
-                    Kind::Add => {
-                        self.member_add_as_leader(req.peer_urls.clone(), req.is_learner)
+        self.at_leader(deadline, false, |peer| {
+            let req = req.clone();
+            async move {
+                match peer {
+                    None => match Kind::try_from(req.kind).unwrap_or(Kind::Add) {
+                        Kind::Add => {
+                            self.member_add_as_leader(req.peer_urls, req.is_learner)
+                                .await
+                        }
+                        Kind::Remove => self.member_remove_as_leader(req.id).await.map(|_| req.id),
+                        Kind::Promote => {
+                            self.member_promote_as_leader(req.id).await.map(|_| req.id)
+                        }
+                    },
+                    Some(mut client) => {
+                        let mut r = tonic::Request::new(req);
+                        r.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                        client
+                            .member_change(r)
                             .await
+                            .map(|r| r.into_inner().id)
+                            .map_err(|s| status_to_error(&s, true))
                     }
-                    Kind::Remove => self.member_remove_as_leader(req.id).await.map(|_| req.id),
-                    Kind::Promote => self.member_promote_as_leader(req.id).await.map(|_| req.id),
                 }
-            } else {
-                let mut client = self.peer(leader)?;
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                client
-                    .member_change(r)
-                    .await
-                    .map(|r| r.into_inner().id)
-                    .map_err(|s| status_to_error(&s, true))
-            };
-            match attempt {
-                Err(EtcdError::NoLeader) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// Adds a member (a voter, or a learner); returns its new id.
