@@ -14,6 +14,7 @@
 //! `--max-duration`.
 #![forbid(unsafe_code)]
 
+mod lb;
 mod stats;
 mod store;
 
@@ -34,6 +35,11 @@ enum Target {
     Store {
         #[command(subcommand)]
         bench: StoreBench,
+    },
+    /// Benchmarks of the TCP load balancer (`scripts/bench lb`).
+    Lb {
+        #[command(subcommand)]
+        bench: lb::LbBench,
     },
 }
 
@@ -128,7 +134,15 @@ pub struct Load {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Target::Store { bench } = cli.target;
+    let bench = match cli.target {
+        Target::Store { bench } => bench,
+        Target::Lb { bench } => {
+            if let Some(line) = lb::run(bench).await? {
+                println!("{line}");
+            }
+            return Ok(());
+        }
+    };
     let line = match bench {
         StoreBench::Put(load) => store::put(&load).await?,
         StoreBench::Get { load, consistency } => store::get(&load, consistency).await?,
