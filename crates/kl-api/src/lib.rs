@@ -1,0 +1,36 @@
+//! kube-lite's API types and what every component needs to handle them.
+//!
+//! Layout:
+//! * the generated types from `proto/kubelite/v1` (package `kubelite.v1`), re-exported here,
+//!   with serde in Kubernetes' camelCase field names (empty fields are omitted on output);
+//! * [`object`]: the [`Kind`] and [`Object`] enums (apiVersion, kind, resource names, scope);
+//! * [`manifest`]: multi-document YAML/JSON manifests → [`Object`]s, strictly (unknown fields
+//!   are errors);
+//! * [`defaults`]: Kubernetes defaulting; [`validation`]: Kubernetes validation with
+//!   Kubernetes-style messages; [`quantity`]: cpu/memory quantities.
+//!
+//! This crate owns the shape of objects; it never does I/O.
+#![forbid(unsafe_code)]
+
+pub mod defaults;
+pub mod manifest;
+pub mod object;
+pub mod quantity;
+pub mod validation;
+
+#[allow(clippy::all)]
+mod pb {
+    include!(concat!(env!("OUT_DIR"), "/kubelite.v1.rs"));
+}
+pub use pb::*;
+
+pub use defaults::set_defaults;
+pub use manifest::{parse_manifests, ManifestError};
+pub use object::{Kind, Object};
+pub use quantity::{Quantity, QuantityError};
+pub use validation::{validate, FieldError, FieldErrors};
+
+/// Used by the generated serde code: omit fields that hold their default value, as kubectl does.
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
