@@ -220,6 +220,14 @@ fn open_sled(path: &std::path::Path, cache_capacity: u64) -> anyhow::Result<sled
         })
 }
 
+/// Resolves once the member is told to stop: the shutdown signal of each listener.
+fn on_stop(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
 /// Runs a member until SIGTERM or SIGINT.
 pub async fn run(config: Config, server_opts: ServerOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -352,10 +360,7 @@ pub async fn run_until(
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(svc);
-        let mut stop = stop.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let shutdown = on_stop(&stop);
         match &peer_server_tls {
             Some(tls) => {
                 let incoming = kl_tls::incoming(listener, tls.clone());
@@ -391,15 +396,8 @@ pub async fn run_until(
 
     for url in &config.listen_client_urls {
         let listener = bind(url).await?;
-        let tls = if kl_tls::is_tls_url(url) {
-            client_tls.clone()
-        } else {
-            None
-        };
-        let mut stop = stop.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let tls = client_tls.clone().filter(|_| kl_tls::is_tls_url(url));
+        let shutdown = on_stop(&stop);
         tasks.spawn(server::serve_client(
             node.clone(),
             listener,
@@ -411,15 +409,8 @@ pub async fn run_until(
     }
     for url in &config.listen_metrics_urls {
         let listener = bind(url).await?;
-        let tls = if kl_tls::is_tls_url(url) {
-            client_tls.clone()
-        } else {
-            None
-        };
-        let mut stop = stop.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let tls = client_tls.clone().filter(|_| kl_tls::is_tls_url(url));
+        let shutdown = on_stop(&stop);
         tasks.spawn(crate::http::serve_metrics(
             node.clone(),
             listener,
