@@ -3,7 +3,10 @@
 //! Layout:
 //! * the generated types from `proto/kubelite/v1` (package `kubelite.v1`), re-exported here,
 //!   with serde in Kubernetes' camelCase field names (empty fields are omitted on output);
-//! * [`object`]: the [`Kind`] and [`Object`] enums (apiVersion, kind, resource names, scope);
+//! * [`object`]: the [`Kind`] and [`Object`] enums (apiVersion, kind, resource names, scope),
+//!   conversions to and from the API's `TypedObject` and stored JSON, and the [`Resource`] trait
+//!   implemented by each kind's type;
+//! * the gRPC service `kubelite.v1.Api` (`api_client`, `api_server`) from `api.proto`;
 //! * [`manifest`]: multi-document YAML/JSON manifests → [`Object`]s, strictly (unknown fields
 //!   are errors);
 //! * [`defaults`]: Kubernetes defaulting; [`validation`]: Kubernetes validation with
@@ -19,6 +22,7 @@ pub mod quantity;
 pub mod validation;
 
 #[allow(clippy::all)]
+#[rustfmt::skip]
 mod pb {
     include!(concat!(env!("OUT_DIR"), "/kubelite.v1.rs"));
 }
@@ -26,7 +30,7 @@ pub use pb::*;
 
 pub use defaults::set_defaults;
 pub use manifest::{parse_manifests, ManifestError};
-pub use object::{Kind, Object};
+pub use object::{Kind, Object, Resource};
 pub use quantity::{Quantity, QuantityError};
 pub use validation::{validate, FieldError, FieldErrors};
 

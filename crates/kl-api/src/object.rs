@@ -2,7 +2,8 @@
 //! value of any kind.
 use serde::Serialize;
 
-use crate::{Event, Lease, Namespace, Node, ObjectMeta, Pod, ReplicaSet};
+use crate::typed_object::Object as Typed;
+use crate::{Event, Lease, Namespace, Node, ObjectMeta, Pod, ReplicaSet, TypedObject};
 
 /// A kind of object, with what kubectl and the apiserver need to know about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,6 +189,93 @@ impl Object {
     }
 }
 
+impl Object {
+    /// Reads an object of a known kind from its JSON (as the apiserver stores it), strictly.
+    pub fn from_json(kind: Kind, bytes: &[u8]) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Namespace => Object::Namespace(serde_json::from_slice(bytes)?),
+            Kind::Node => Object::Node(serde_json::from_slice(bytes)?),
+            Kind::Pod => Object::Pod(serde_json::from_slice(bytes)?),
+            Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_slice(bytes)?),
+            Kind::Lease => Object::Lease(serde_json::from_slice(bytes)?),
+            Kind::Event => Object::Event(serde_json::from_slice(bytes)?),
+        })
+    }
+
+    /// Compact JSON, Kubernetes field names (what the apiserver stores in etcd).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail: no maps with non-string keys, no I/O.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The object as the API carries it.
+    pub fn into_typed(self) -> TypedObject {
+        TypedObject {
+            object: Some(match self {
+                Object::Namespace(o) => Typed::Namespace(o),
+                Object::Node(o) => Typed::Node(o),
+                Object::Pod(o) => Typed::Pod(o),
+                Object::ReplicaSet(o) => Typed::ReplicaSet(o),
+                Object::Lease(o) => Typed::Lease(o),
+                Object::Event(o) => Typed::Event(o),
+            }),
+        }
+    }
+
+    /// The object an API message carries, or None when it carries none.
+    pub fn from_typed(typed: TypedObject) -> Option<Object> {
+        Some(match typed.object? {
+            Typed::Namespace(o) => Object::Namespace(o),
+            Typed::Node(o) => Object::Node(o),
+            Typed::Pod(o) => Object::Pod(o),
+            Typed::ReplicaSet(o) => Object::ReplicaSet(o),
+            Typed::Lease(o) => Object::Lease(o),
+            Typed::Event(o) => Object::Event(o),
+        })
+    }
+}
+
+impl From<Object> for TypedObject {
+    fn from(o: Object) -> TypedObject {
+        o.into_typed()
+    }
+}
+
+/// A kind's own type (`Pod`, `Node`, ...), for typed clients: `Api<Pod>` rather than `Object`.
+pub trait Resource: Sized + Clone + Default + Send + Sync + 'static {
+    const KIND: Kind;
+    fn into_object(self) -> Object;
+    /// The inner value when `object` is of this kind.
+    fn from_object(object: Object) -> Option<Self>;
+    fn meta(&self) -> Option<&ObjectMeta>;
+    /// The metadata, created empty if absent.
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! resource {
+    ($($t:ident),*) => {$(
+        impl Resource for $t {
+            const KIND: Kind = Kind::$t;
+            fn into_object(self) -> Object {
+                Object::$t(self)
+            }
+            fn from_object(object: Object) -> Option<Self> {
+                match object {
+                    Object::$t(o) => Some(o),
+                    _ => None,
+                }
+            }
+            fn meta(&self) -> Option<&ObjectMeta> {
+                self.metadata.as_ref()
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                self.metadata.get_or_insert_with(Default::default)
+            }
+        }
+    )*};
+}
+resource!(Namespace, Node, Pod, ReplicaSet, Lease, Event);
+
 impl Serialize for Object {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         each!(self, o => o.serialize(s))
@@ -212,6 +300,19 @@ mod tests {
         assert!(!Kind::Node.namespaced());
         assert!(Kind::Event.namespaced());
         assert_eq!(Kind::Event.short_name(), Some("ev"));
+    }
+
+    #[test]
+    fn objects_round_trip_through_json_and_typed() {
+        let mut pod = Pod::default();
+        pod.meta_mut().name = "web".into();
+        let mut o = pod.into_object();
+        o.set_type_meta();
+        let back = Object::from_json(Kind::Pod, &o.to_json_bytes()).unwrap();
+        assert_eq!(back, o);
+        assert_eq!(Object::from_typed(o.clone().into_typed()), Some(o));
+        assert_eq!(Object::from_typed(TypedObject::default()), None);
+        assert!(Object::from_json(Kind::Node, br#"{"spec":{"bogus":1}}"#).is_err());
     }
 
     #[test]

@@ -208,6 +208,35 @@ impl ClientTls {
         })
     }
 
+    /// A client from PEM bytes already in memory (a kubeconfig's `*-data` fields). `what` names
+    /// their source in errors, e.g. `kubeconfig user "admin"`.
+    pub fn from_pem(
+        ca_pem: Vec<u8>,
+        identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+        what: &str,
+    ) -> Result<Self, TlsError> {
+        let bad = |detail: String| TlsError::Config(format!("{what}: {detail}"));
+        let cas = CertificateDer::pem_slice_iter(&ca_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("certificate authority: {e}")))?;
+        if cas.is_empty() {
+            return Err(bad("no certificate authority in the PEM data".into()));
+        }
+        if let Some((cert, key)) = &identity_pem {
+            let certs = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("client certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad("no client certificate in the PEM data".into()));
+            }
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(format!("client key: {e}")))?;
+        }
+        Ok(ClientTls {
+            ca_pem,
+            identity_pem,
+        })
+    }
+
     /// A tonic client TLS config. It is also `etcd_client::TlsOptions`.
     pub fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
         let mut cfg = tonic::transport::ClientTlsConfig::new()
