@@ -141,3 +141,4 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
         .ok_or_else(|| anyhow::anyhow!("GET {url}: bad status line in {head:?}"))?;
     Ok((code, body.to_string()))
 }
+pub mod api;

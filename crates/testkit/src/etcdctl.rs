@@ -3,40 +3,14 @@
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
-use anyhow::Context;
-use tokio::{io::AsyncWriteExt, process::Command};
+use tokio::process::Command;
 
 use crate::pki::TestPki;
 
 /// How long one etcdctl run may take.
 pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What an etcdctl run printed and how it ended.
-#[derive(Clone, Debug)]
-pub struct CmdOutput {
-    pub stdout: String,
-    pub stderr: String,
-    /// The exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
-}
-
-impl CmdOutput {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// The output, or an error carrying both streams when the exit code was not 0.
-    pub fn ok(self) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            self.success(),
-            "etcdctl exited with {:?}\nstdout: {}\nstderr: {}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        Ok(self)
-    }
-}
+pub use crate::command::CmdOutput;
 
 /// etcdctl with `ETCDCTL_API=3`, `--endpoints`, `--cacert`, `--cert` and `--key` set.
 #[derive(Clone, Debug)]
@@ -88,23 +62,12 @@ impl Etcdctl {
         args: &[&str],
         stdin: Option<&str>,
     ) -> anyhow::Result<CmdOutput> {
-        let mut cmd = self.command(args);
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().context("starting etcdctl")?;
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().context("etcdctl stdin")?;
-            pipe.write_all(input.as_bytes()).await?;
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(ETCDCTL_TIMEOUT, child.wait_with_output())
-            .await
-            .with_context(|| format!("etcdctl {args:?} did not finish in {ETCDCTL_TIMEOUT:?}"))??;
-        Ok(CmdOutput {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code(),
-        })
+        crate::command::run_bounded(
+            self.command(args),
+            stdin,
+            ETCDCTL_TIMEOUT,
+            &format!("etcdctl {args:?}"),
+        )
+        .await
     }
 }

@@ -9,6 +9,9 @@
 //! * [`process`]: one child process whose output goes to a log file, with signals.
 //! * [`etcd`]: [`EtcdCluster`], n store members with mutual TLS, and the handles tests need to
 //!   kill, pause, restart, wipe and re-add them.
+//! * [`api`]: [`ApiCluster`], a store cluster plus n apiservers and the lb in front of them,
+//!   with kubeconfigs and `kubectl-lite` pointed at the lb.
+//! * [`command`]: running a command-line tool, bounded, with its output captured.
 //! * [`slots`]: at most `KL_TEST_MAX_CLUSTERS` (default 1) clusters at once per machine, across
 //!   test processes (nextest runs each test in its own process).
 //! * [`etcdctl`]: Debian's `etcdctl` pointed at a cluster.
@@ -20,7 +23,9 @@
 //! member's log.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod bins;
+pub mod command;
 pub mod etcd;
 pub mod etcdctl;
 pub mod grpc;
@@ -30,9 +35,11 @@ pub mod process;
 pub mod slots;
 pub mod wait;
 
+pub use api::{ApiCluster, ApiOpts};
 pub use bins::{bin_path, etcd_bin, profile_dir};
+pub use command::CmdOutput;
 pub use etcd::{EtcdCluster, EtcdOpts};
-pub use etcdctl::{CmdOutput, Etcdctl};
+pub use etcdctl::Etcdctl;
 pub use pki::TestPki;
 pub use ports::free_port;
 pub use wait::{bounded, wait_until};

@@ -42,6 +42,65 @@ impl TestPki {
         })
     }
 
+    /// Issues a certificate signed by this PKI's CA into `<dir>/issued/<file>.{crt,key}` and
+    /// returns the two paths: a client certificate for user `cn` in group `org`, or (`serving`)
+    /// a serving certificate for localhost, 127.0.0.1 and ::1.
+    pub fn issue(
+        &self,
+        file: &'static str,
+        cn: &str,
+        org: Option<&str>,
+        serving: bool,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let ca =
+            kl_pki::CertificateAuthority::load(&self.dir)?.context("the test PKI has no CA")?;
+        let leaf = kl_pki::LeafSpec {
+            common_name: cn.to_string(),
+            organization: org.map(str::to_string),
+            usage: if serving {
+                kl_pki::Usage::Server
+            } else {
+                kl_pki::Usage::Client
+            },
+            sans: if serving {
+                kl_pki::serving_sans::<&str>(&[])?
+            } else {
+                Vec::new()
+            },
+        };
+        let issued = ca.issue(&leaf)?;
+        // Leaked names are fine: a test issues a handful of certificates.
+        let files = paths::CertFiles {
+            cert: Box::leak(format!("issued/{file}.crt").into_boxed_str()),
+            key: Box::leak(format!("issued/{file}.key").into_boxed_str()),
+        };
+        issued.write(&self.dir, files)?;
+        Ok((files.cert_in(&self.dir), files.key_in(&self.dir)))
+    }
+
+    /// Writes a kubeconfig (kubectl's format, PEM embedded) for user `cn` in group `org`
+    /// talking to `server`, and returns its path.
+    pub fn kubeconfig(
+        &self,
+        file: &'static str,
+        server: &str,
+        cn: &str,
+        org: Option<&str>,
+    ) -> anyhow::Result<PathBuf> {
+        let (cert, key) = self.issue(file, cn, org, false)?;
+        let cfg = kl_client::Kubeconfig::embedded(
+            "kube-lite",
+            server,
+            &std::fs::read(&self.ca_cert)?,
+            cn,
+            &std::fs::read(cert)?,
+            &std::fs::read(key)?,
+        );
+        let path = self.dir.join(format!("{file}.kubeconfig"));
+        cfg.write(&path)?;
+        Ok(path)
+    }
+
     /// The client side of mutual TLS with this PKI's client certificate.
     pub fn client_tls(&self) -> anyhow::Result<kl_tls::ClientTls> {
         Ok(kl_tls::ClientTls::load(
