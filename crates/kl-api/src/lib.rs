@@ -11,6 +11,8 @@
 //!   are errors);
 //! * [`defaults`]: Kubernetes defaulting; [`validation`]: Kubernetes validation with
 //!   Kubernetes-style messages; [`quantity`]: cpu/memory quantities.
+//! * [`selector`]: label and field selectors in Kubernetes' text syntax (`app in (a,b),!x`,
+//!   `spec.nodeName=n1`), parsed and matched.
 //!
 //! This crate owns the shape of objects; it never does I/O.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ pub mod defaults;
 pub mod manifest;
 pub mod object;
 pub mod quantity;
+pub mod selector;
 pub mod validation;
 
 #[allow(clippy::all)]
@@ -32,7 +35,8 @@ pub use defaults::set_defaults;
 pub use manifest::{parse_manifests, ManifestError};
 pub use object::{Kind, Object, Resource};
 pub use quantity::{Quantity, QuantityError};
-pub use validation::{validate, FieldError, FieldErrors};
+pub use selector::{FieldSelector, SelectorError};
+pub use validation::{validate, validate_update, FieldError, FieldErrors};
 
 /// Used by the generated serde code: omit fields that hold their default value, as kubectl does.
 pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {

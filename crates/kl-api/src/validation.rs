@@ -249,6 +249,24 @@ fn validate_meta(
             detail: "not allowed on this type".into(),
         });
     }
+    if !meta.generate_name.is_empty() {
+        // As upstream: the prefix must itself be a valid name once its trailing '-' is gone.
+        let prefix = meta.generate_name.trim_end_matches('-');
+        let prefix_errs = if prefix.is_empty() {
+            Vec::new()
+        } else if label_name {
+            dns1123_label_errors(prefix)
+        } else {
+            dns1123_subdomain_errors(prefix)
+        };
+        for e in prefix_errs {
+            errs.invalid(
+                "metadata.generateName",
+                format!("{:?}", meta.generate_name),
+                e,
+            );
+        }
+    }
     validate_labels(errs, "metadata.labels", &meta.labels);
     for k in meta.annotations.keys() {
         for e in label_key_errors(k) {
@@ -402,6 +420,40 @@ fn validate_replicaset(errs: &mut FieldErrors, rs: &crate::ReplicaSet) {
                 None => errs.required("spec.template.spec", ""),
             }
         }
+    }
+}
+
+/// Validates an update of `old` into `new` (both defaulted): `new` must be valid, and the
+/// fields the server owns must not change (Kubernetes' `ValidateObjectMetaUpdate`:
+/// `metadata.uid: Invalid value: "x": field is immutable`). Empty values in `new` are not
+/// changes: the apiserver fills them from `old` before calling this.
+pub fn validate_update(new: &Object, old: &Object) -> Result<(), FieldErrors> {
+    let mut errs = match validate(new) {
+        Ok(()) => FieldErrors::default(),
+        Err(e) => e,
+    };
+    let (n, o) = (
+        new.metadata().cloned().unwrap_or_default(),
+        old.metadata().cloned().unwrap_or_default(),
+    );
+    for (field, nv, ov) in [
+        ("metadata.name", &n.name, &o.name),
+        ("metadata.namespace", &n.namespace, &o.namespace),
+        ("metadata.uid", &n.uid, &o.uid),
+        (
+            "metadata.creationTimestamp",
+            &n.creation_timestamp,
+            &o.creation_timestamp,
+        ),
+    ] {
+        if nv != ov {
+            errs.invalid(field, format!("{nv:?}"), "field is immutable");
+        }
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
     }
 }
 
@@ -776,6 +828,31 @@ mod tests {
                 "spec.containers[0].livenessProbe: Required value: must specify a handler type",
                 "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 1",
             ]
+        );
+    }
+
+    #[test]
+    fn generate_name_and_immutable_fields() {
+        let e =
+            errors("apiVersion: v1\nkind: Node\nmetadata: {name: n-abcde, generateName: Bad_}\n");
+        assert_eq!(
+            e,
+            [format!(
+                "metadata.generateName: Invalid value: \"Bad_\": {DNS1123_SUBDOMAIN_MSG}"
+            )]
+        );
+        assert!(errors(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: gen-abcde, generateName: gen-}\n"
+        )
+        .is_empty());
+        let mut old = parse_manifests("apiVersion: v1\nkind: Node\nmetadata: {name: n, uid: a, creationTimestamp: '2024-01-01T00:00:00Z'}\n").unwrap().remove(0);
+        set_defaults(&mut old);
+        let mut new = old.clone();
+        assert!(validate_update(&new, &old).is_ok());
+        new.metadata_mut().uid = "b".into();
+        assert_eq!(
+            validate_update(&new, &old).unwrap_err().to_string(),
+            "metadata.uid: Invalid value: \"b\": field is immutable"
         );
     }
 

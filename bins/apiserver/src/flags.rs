@@ -1,0 +1,137 @@
+//! kube-apiserver's command line: the flags' names, meanings and defaults are upstream's
+//! (only the ones kube-lite has a use for). Durations use Go's notation (`5m`, `70s`).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use apiserver::Config;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "apiserver",
+    about = "The kube-lite API server: the kubelite.v1 API over mutual TLS, stored in etcd.",
+    version
+)]
+pub struct Flags {
+    /// List of etcd servers to connect with (scheme://ip:port), comma separated.
+    #[arg(long, value_name = "URLS", value_parser = urls)]
+    pub etcd_servers: Option<Urls>,
+
+    /// SSL Certificate Authority file used to secure etcd communication.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+
+    /// SSL certification file used to secure etcd communication.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_certfile: Option<PathBuf>,
+
+    /// SSL key file used to secure etcd communication.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+
+    /// The prefix to prepend to all resource paths in etcd.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+
+    /// The port on which to serve HTTPS (gRPC API, /livez, /readyz, /metrics).
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// The IP address on which to advertise the apiserver to members of the cluster. If blank,
+    /// the --bind-address is used (127.0.0.1 when that is 0.0.0.0).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+
+    /// File containing the default x509 Certificate for HTTPS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// File containing the default x509 private key matching --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// A client certificate signed by this CA authenticates its holder (CN = user, O = groups).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Time to delay the termination: /readyz fails at once, serving goes on this long.
+    #[arg(long, default_value = "0s", value_parser = kl_cli::duration)]
+    pub shutdown_delay_duration: Duration,
+
+    /// The maximum number of non-watch requests in flight at a given time; beyond it requests
+    /// are rejected (429 / RESOURCE_EXHAUSTED). Zero for no limit.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+
+    /// Events kept per resource by the watch cache (how far back a watch can resume).
+    #[arg(long, default_value_t = apiserver::watch_cache::DEFAULT_WINDOW)]
+    pub default_watch_cache_size: usize,
+
+    /// The interval of compaction requests. If 0, compaction from the apiserver is disabled.
+    #[arg(long, default_value = "5m", value_parser = kl_cli::duration)]
+    pub etcd_compaction_interval: Duration,
+}
+
+/// A comma-separated URL list as one flag value.
+#[derive(Clone, Debug)]
+pub struct Urls(pub Vec<String>);
+
+fn urls(text: &str) -> Result<Urls, String> {
+    kl_cli::url_list(text).map(Urls)
+}
+
+impl Flags {
+    pub fn config(&self) -> Config {
+        Config {
+            etcd_servers: self.etcd_servers.clone().map(|u| u.0).unwrap_or_default(),
+            etcd_cafile: self.etcd_cafile.clone(),
+            etcd_certfile: self.etcd_certfile.clone(),
+            etcd_keyfile: self.etcd_keyfile.clone(),
+            etcd_prefix: self.etcd_prefix.clone(),
+            bind_address: self.bind_address,
+            secure_port: self.secure_port,
+            advertise_address: self.advertise_address,
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_private_key_file: self.tls_private_key_file.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+            shutdown_delay: self.shutdown_delay_duration,
+            max_requests_inflight: self.max_requests_inflight,
+            watch_cache_size: self.default_watch_cache_size,
+            etcd_compaction_interval: self.etcd_compaction_interval,
+            ..Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_defaults_and_forms() {
+        let f = Flags::parse_from(["apiserver"]);
+        let c = f.config();
+        assert_eq!(c.secure_port, 6443);
+        assert_eq!(c.etcd_prefix, "/registry");
+        assert_eq!(c.max_requests_inflight, 400);
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert_eq!(c.etcd_compaction_interval, Duration::from_secs(300));
+        let f = Flags::parse_from([
+            "apiserver",
+            "--etcd-servers=https://127.0.0.1:2379,https://127.0.0.1:2380",
+            "--shutdown-delay-duration",
+            "3s",
+            "--etcd-compaction-interval=0",
+        ]);
+        let c = f.config();
+        assert_eq!(c.etcd_servers.len(), 2);
+        assert_eq!(c.shutdown_delay, Duration::from_secs(3));
+        assert!(c.etcd_compaction_interval.is_zero());
+        assert!(Flags::try_parse_from(["apiserver", "--etcd-servers=127.0.0.1:2379"]).is_err());
+        assert!(Flags::try_parse_from(["apiserver", "--shutdown-delay-duration=3"]).is_err());
+    }
+}

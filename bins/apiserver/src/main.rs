@@ -1,0 +1,34 @@
+//! `apiserver`: kube-apiserver's flags in, a running kube-lite apiserver out. Everything else
+//! happens in [`apiserver::run`].
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod flags;
+
+fn main() -> ExitCode {
+    let flags = flags::Flags::parse();
+    kl_cli::init_logging();
+    let config = flags.config();
+    if let Err(e) = config.validate() {
+        eprintln!("apiserver: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), server = %config.server_id(), "starting apiserver");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("apiserver: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(apiserver::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apiserver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

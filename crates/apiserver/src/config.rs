@@ -1,0 +1,187 @@
+//! The apiserver's configuration: what kube-apiserver's flags say, checked once at start so
+//! that a wrong value is an error naming the flag and the fix, never a failure later.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use crate::watch_cache::DEFAULT_WINDOW;
+
+/// Everything `run` needs. The binary builds it from flags; tests build it directly.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--etcd-servers`: every member's client URL; the apiserver fails over between them.
+    pub etcd_servers: Vec<String>,
+    /// `--etcd-cafile`: the CA that signed the etcd members' serving certificates.
+    pub etcd_cafile: Option<PathBuf>,
+    /// `--etcd-certfile` / `--etcd-keyfile`: the apiserver's client certificate for etcd.
+    pub etcd_certfile: Option<PathBuf>,
+    pub etcd_keyfile: Option<PathBuf>,
+    /// `--etcd-prefix`: the root of every key (`/registry`).
+    pub etcd_prefix: String,
+    /// `--bind-address` and `--secure-port`: where gRPC and HTTPS are served.
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    /// `--advertise-address`: how other components reach this apiserver (its identity Lease,
+    /// Version's `server`). Defaults to the bind address, or 127.0.0.1 when binding all.
+    pub advertise_address: Option<IpAddr>,
+    /// `--tls-cert-file` / `--tls-private-key-file`: the serving certificate.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `--client-ca-file`: the CA client certificates must chain to (they are the identity).
+    pub client_ca_file: Option<PathBuf>,
+    /// `--shutdown-delay-duration`: how long to keep serving after SIGTERM, /readyz failing.
+    pub shutdown_delay: Duration,
+    /// `--max-requests-inflight`: concurrent non-watch requests beyond which requests are
+    /// refused (0: no limit).
+    pub max_requests_inflight: usize,
+    /// `--default-watch-cache-size`: events kept per resource for watch resumption.
+    pub watch_cache_size: usize,
+    /// `--etcd-compaction-interval`: how often etcd is compacted (0: never).
+    pub etcd_compaction_interval: Duration,
+    /// How long one etcd attempt on one member may take before the next member is tried.
+    pub etcd_attempt_timeout: Duration,
+    /// How long one etcd call may take across members and retries.
+    pub etcd_call_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            etcd_servers: Vec::new(),
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
+            etcd_prefix: "/registry".into(),
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            secure_port: 6443,
+            advertise_address: None,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
+            shutdown_delay: Duration::ZERO,
+            max_requests_inflight: 400,
+            watch_cache_size: DEFAULT_WINDOW,
+            etcd_compaction_interval: Duration::from_secs(300),
+            etcd_attempt_timeout: Duration::from_secs(3),
+            etcd_call_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A configuration that cannot work; the message names the flag and the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks what can be checked without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.etcd_servers.is_empty() {
+            return err("--etcd-servers is required: the client URLs of every etcd member, e.g. --etcd-servers=https://10.0.0.1:2379,https://10.0.0.2:2379".into());
+        }
+        for u in &self.etcd_servers {
+            if kl_tls::is_tls_url(u) && self.etcd_cafile.is_none() {
+                return err(format!("--etcd-servers has https URL {u} but --etcd-cafile is not set: give the CA that signed the etcd members' certificates"));
+            }
+        }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return err("--etcd-certfile and --etcd-keyfile must be given together".into());
+        }
+        if !self.etcd_prefix.starts_with('/') || self.etcd_prefix.len() < 2 {
+            return err(format!(
+                "--etcd-prefix {:?} must start with '/' and name a path, e.g. /registry",
+                self.etcd_prefix
+            ));
+        }
+        for (flag, v) in [
+            ("--tls-cert-file", &self.tls_cert_file),
+            ("--tls-private-key-file", &self.tls_private_key_file),
+            ("--client-ca-file", &self.client_ca_file),
+        ] {
+            if v.is_none() {
+                return err(format!("{flag} is required: the apiserver serves only mutual TLS (run `kubectl-lite certs generate` for a PKI)"));
+            }
+        }
+        if self.secure_port == 0 {
+            return err("--secure-port must be between 1 and 65535".into());
+        }
+        if self.watch_cache_size == 0 {
+            return err("--default-watch-cache-size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The prefix without a trailing slash.
+    pub fn prefix(&self) -> String {
+        self.etcd_prefix.trim_end_matches('/').to_string()
+    }
+
+    /// `<advertise-address>:<secure-port>`: this apiserver's identity.
+    pub fn server_id(&self) -> String {
+        let ip = self
+            .advertise_address
+            .unwrap_or(if self.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                self.bind_address
+            });
+        match ip {
+            IpAddr::V6(v6) => format!("[{v6}]:{}", self.secure_port),
+            IpAddr::V4(v4) => format!("{v4}:{}", self.secure_port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Config {
+        Config {
+            etcd_servers: vec!["https://127.0.0.1:2379".into()],
+            etcd_cafile: Some("ca.crt".into()),
+            tls_cert_file: Some("s.crt".into()),
+            tls_private_key_file: Some("s.key".into()),
+            client_ca_file: Some("ca.crt".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_their_flag() {
+        assert_eq!(good().validate(), Ok(()));
+        let mut c = good();
+        c.etcd_servers.clear();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("--etcd-servers is required"));
+        let mut c = good();
+        c.etcd_cafile = None;
+        assert!(c.validate().unwrap_err().0.contains("--etcd-cafile"));
+        let mut c = good();
+        c.etcd_certfile = Some("x".into());
+        assert!(c.validate().unwrap_err().0.contains("--etcd-keyfile"));
+        let mut c = good();
+        c.client_ca_file = None;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("--client-ca-file is required"));
+        let mut c = good();
+        c.etcd_prefix = "registry".into();
+        assert!(c.validate().unwrap_err().0.starts_with("--etcd-prefix"));
+    }
+
+    #[test]
+    fn identity_and_prefix() {
+        let mut c = good();
+        assert_eq!(c.server_id(), "127.0.0.1:6443");
+        c.advertise_address = Some("10.0.0.5".parse().unwrap());
+        c.etcd_prefix = "/registry/".into();
+        assert_eq!(c.server_id(), "10.0.0.5:6443");
+        assert_eq!(c.prefix(), "/registry");
+    }
+}

@@ -1,0 +1,550 @@
+//! The gRPC service `kubelite.v1.Api`: what every request goes through before and after its
+//! verb, in one place ([`ApiService::serve`]):
+//!
+//! 1. authentication: the verified client certificate (CN = user, O = groups); none →
+//!    `UNAUTHENTICATED` / `Unauthorized`;
+//! 2. the inflight limit (`--max-requests-inflight`, watches excluded): over it →
+//!    `RESOURCE_EXHAUSTED` / `TooManyRequests` with `retry-after: 1`, at once;
+//! 3. the request size limit ([`MAX_REQUEST_BYTES`], kube-apiserver's 3 MiB);
+//! 4. one tracing span (verb, resource, namespace, name, user) and the request metrics.
+//!
+//! The verbs themselves are `registry.rs`'s.
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt};
+use kl_api::{
+    api_server::Api, BindRequest, ClusterInfoRequest, ClusterInfoResponse, CreateRequest,
+    DeleteRequest, DeleteResponse, EtcdMemberInfo, GetRequest, ListRequest, ListResponse,
+    TypedObject, UpdateRequest, VersionInfo, VersionRequest, WatchEvent, WatchRequest,
+};
+use prost::Message;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{field, Instrument};
+
+use crate::error::{ApiError, ApiResult};
+use crate::etcd::Etcd;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::strategy::UpdateMode;
+
+/// The largest request accepted: kube-apiserver's limit on a request body (3 MiB). Bigger
+/// ones get `RESOURCE_EXHAUSTED` / `RequestEntityTooLarge` naming the limit.
+pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+
+/// Counts requests in flight against `--max-requests-inflight`.
+pub struct Inflight {
+    max: usize,
+    current: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+/// One admitted request; dropping it frees its slot.
+pub struct Slot {
+    inflight: Arc<Inflight>,
+    kind: &'static str,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inflight.current.fetch_sub(1, Ordering::AcqRel);
+        self.inflight
+            .metrics
+            .inflight
+            .with_label_values(&[self.kind])
+            .dec();
+    }
+}
+
+impl Inflight {
+    /// `max` 0 means no limit (as upstream).
+    pub fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Inflight {
+            max,
+            current: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    /// A slot, or TooManyRequests at once when all are taken.
+    pub fn acquire(self: &Arc<Self>, mutating: bool) -> ApiResult<Slot> {
+        let n = self.current.fetch_add(1, Ordering::AcqRel);
+        if self.max > 0 && n >= self.max {
+            self.current.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "Too many requests, please try again later: more than {} requests in flight (--max-requests-inflight)",
+                    self.max
+                ),
+                retry_after_seconds: Some(1),
+            });
+        }
+        let kind = if mutating { "mutating" } else { "readOnly" };
+        self.metrics.inflight.with_label_values(&[kind]).inc();
+        Ok(Slot {
+            inflight: self.clone(),
+            kind,
+        })
+    }
+}
+
+/// What a request names, for its span and metrics.
+struct Target<'a> {
+    verb: &'static str,
+    resource: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    mutating: bool,
+}
+
+/// The service: the verbs behind the per-request checks.
+#[derive(Clone)]
+pub struct ApiService {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub inflight: Arc<Inflight>,
+    pub etcd: Arc<Etcd>,
+    /// `<advertise-address>:<secure-port>`: answers Version and ClusterInfo.
+    pub server_id: String,
+    pub etcd_prefix: String,
+    /// Turns true when the server stops: open watches end (cleanly).
+    pub stop: watch::Receiver<bool>,
+}
+
+impl ApiService {
+    fn authenticate<T>(req: &Request<T>) -> ApiResult<kl_tls::PeerIdentity> {
+        kl_tls::peer_identity(req).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "a client certificate signed by the cluster CA (--client-ca-file) is required"
+                    .into(),
+            )
+        })
+    }
+
+    fn record(&self, t: &Target<'_>, started: Instant, result: Result<(), &ApiError>) {
+        let code = match result {
+            Ok(()) if t.verb == "POST" => 201,
+            Ok(()) => 200,
+            Err(e) => e.http_code(),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[t.verb, t.resource, &code.to_string()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[t.verb, t.resource])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => tracing::debug!(code, "request done"),
+            Err(e) if code >= 500 => {
+                tracing::warn!(code, reason = e.reason(), error = %e, "request failed")
+            }
+            Err(e) => tracing::info!(code, reason = e.reason(), error = %e, "request refused"),
+        }
+    }
+
+    /// Runs one unary request through the checks of the module doc, then `f`.
+    async fn serve<Req, T, F, Fut>(
+        &self,
+        t: Target<'_>,
+        req: Request<Req>,
+        f: F,
+    ) -> Result<Response<T>, Status>
+    where
+        Req: Message,
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = ApiResult<T>>,
+    {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "request",
+            verb = t.verb,
+            resource = %t.resource,
+            ns = %t.namespace,
+            name = %t.name,
+            user = field::Empty,
+            groups = field::Empty,
+        );
+        let result = async {
+            let who = Self::authenticate(&req)?;
+            tracing::Span::current().record("user", who.common_name.as_str());
+            tracing::Span::current().record("groups", who.organizations.join(",").as_str());
+            let _slot = self.inflight.acquire(t.mutating)?;
+            let size = req.get_ref().encoded_len();
+            if size > MAX_REQUEST_BYTES {
+                return Err(ApiError::RequestTooLarge(format!(
+                    "the request is too large: {size} bytes, the limit is {MAX_REQUEST_BYTES} bytes (3 MiB, as kube-apiserver's)"
+                )));
+            }
+            f(req.into_inner()).await
+        }
+        .instrument(span.clone())
+        .await;
+        let _enter = span.enter();
+        self.record(&t, started, result.as_ref().map(|_| ()));
+        result.map(Response::new).map_err(ApiError::into_status)
+    }
+}
+
+fn object_target(o: &Option<TypedObject>) -> (String, String, String) {
+    match o.clone().and_then(kl_api::Object::from_typed) {
+        Some(o) => (
+            o.kind().plural().to_string(),
+            o.namespace().to_string(),
+            o.name().to_string(),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send + 'static>>;
+
+/// Keeps `apiserver_longrunning_requests` right for as long as a watch stream lives.
+struct Longrunning {
+    metrics: Arc<Metrics>,
+    resource: String,
+}
+
+impl Drop for Longrunning {
+    fn drop(&mut self) {
+        self.metrics
+            .longrunning
+            .with_label_values(&["WATCH", &self.resource])
+            .dec();
+    }
+}
+
+#[tonic::async_trait]
+impl Api for ApiService {
+    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<TypedObject>, Status> {
+        let (resource, ns, name) = object_target(&req.get_ref().object);
+        let t = Target {
+            verb: "POST",
+            resource: &resource,
+            namespace: &ns,
+            name: &name,
+            mutating: true,
+        };
+        self.serve(t, req, |r| async move {
+            Ok(self.registry.create(r).await?.into_typed())
+        })
+        .await
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<TypedObject>, Status> {
+        let r = req.get_ref().clone();
+        let t = Target {
+            verb: "GET",
+            resource: &r.resource,
+            namespace: &r.namespace,
+            name: &r.name,
+            mutating: false,
+        };
+        self.serve(t, req, |r| async move {
+            Ok(self
+                .registry
+                .get(&r.resource, &r.namespace, &r.name)
+                .await?
+                .into_typed())
+        })
+        .await
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let (resource, ns) = (
+            req.get_ref().resource.clone(),
+            req.get_ref().namespace.clone(),
+        );
+        let t = Target {
+            verb: "LIST",
+            resource: &resource,
+            namespace: &ns,
+            name: "",
+            mutating: false,
+        };
+        self.serve(t, req, |r| async move {
+            let (_, page) = self.registry.list(&r).await?;
+            Ok(ListResponse {
+                items: page.items.into_iter().map(|o| o.into_typed()).collect(),
+                resource_version: page.revision.to_string(),
+                r#continue: page.continue_token,
+                remaining_item_count: page.remaining,
+            })
+        })
+        .await
+    }
+
+    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<TypedObject>, Status> {
+        let (resource, ns, name) = object_target(&req.get_ref().object);
+        let t = Target {
+            verb: "PUT",
+            resource: &resource,
+            namespace: &ns,
+            name: &name,
+            mutating: true,
+        };
+        self.serve(t, req, |r| async move {
+            Ok(self
+                .registry
+                .update(r.object, r.fencing.as_ref(), UpdateMode::Main)
+                .await?
+                .into_typed())
+        })
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<TypedObject>, Status> {
+        let (resource, ns, name) = object_target(&req.get_ref().object);
+        let resource = format!("{resource}/status");
+        let t = Target {
+            verb: "PUT",
+            resource: &resource,
+            namespace: &ns,
+            name: &name,
+            mutating: true,
+        };
+        self.serve(t, req, |r| async move {
+            Ok(self
+                .registry
+                .update(r.object, r.fencing.as_ref(), UpdateMode::Status)
+                .await?
+                .into_typed())
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let r = req.get_ref().clone();
+        let t = Target {
+            verb: "DELETE",
+            resource: &r.resource,
+            namespace: &r.namespace,
+            name: &r.name,
+            mutating: true,
+        };
+        self.serve(t, req, |r| async move {
+            let (obj, deleted) = self.registry.delete(&r).await?;
+            Ok(DeleteResponse {
+                object: Some(obj.into_typed()),
+                deleted,
+            })
+        })
+        .await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let started = Instant::now();
+        let r = req.get_ref().clone();
+        let t = Target {
+            verb: "WATCH",
+            resource: &r.resource,
+            namespace: &r.namespace,
+            name: "",
+            mutating: false,
+        };
+        let span = tracing::info_span!(
+            "request",
+            verb = "WATCH",
+            resource = %r.resource,
+            ns = %r.namespace,
+            rv = %r.resource_version,
+            user = field::Empty,
+        );
+        let result = async {
+            let who = Self::authenticate(&req)?;
+            tracing::Span::current().record("user", who.common_name.as_str());
+            self.registry.watch(&r).await
+        }
+        .instrument(span.clone())
+        .await;
+        {
+            let _enter = span.enter();
+            self.record(&t, started, result.as_ref().map(|_| ()));
+        }
+        let (kind, sub) = result.map_err(ApiError::into_status)?;
+        self.metrics
+            .longrunning
+            .with_label_values(&["WATCH", kind.plural()])
+            .inc();
+        let guard = Longrunning {
+            metrics: self.metrics.clone(),
+            resource: kind.plural().to_string(),
+        };
+        let mut stop = self.stop.clone();
+        let stopped = async move { crate::run::stopped(&mut stop).await };
+        let live = tokio_stream::wrappers::ReceiverStream::new(sub.rx);
+        let stream = futures::stream::iter(sub.initial.into_iter().map(Ok))
+            .chain(live)
+            // On shutdown the stream ends: the client sees a clean end (OK) and re-watches.
+            .take_until(Box::pin(stopped))
+            .map(move |e| {
+                let _keep = &guard;
+                e
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn bind(&self, req: Request<BindRequest>) -> Result<Response<TypedObject>, Status> {
+        let r = req.get_ref().clone();
+        let t = Target {
+            verb: "POST",
+            resource: "pods/binding",
+            namespace: &r.namespace,
+            name: &r.name,
+            mutating: true,
+        };
+        self.serve(t, req, |r| async move {
+            Ok(self.registry.bind(&r).await?.into_typed())
+        })
+        .await
+    }
+
+    async fn version(&self, req: Request<VersionRequest>) -> Result<Response<VersionInfo>, Status> {
+        let t = Target {
+            verb: "GET",
+            resource: "version",
+            namespace: "",
+            name: "",
+            mutating: false,
+        };
+        self.serve(t, req, |_| async move {
+            Ok(VersionInfo {
+                git_version: format!("v{}", env!("CARGO_PKG_VERSION")),
+                platform: platform(),
+                server: self.server_id.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn cluster_info(
+        &self,
+        req: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        let t = Target {
+            verb: "GET",
+            resource: "clusterinfo",
+            namespace: "",
+            name: "",
+            mutating: false,
+        };
+        self.serve(t, req, |_| async move {
+            Ok(ClusterInfoResponse {
+                server: self.server_id.clone(),
+                etcd_members: etcd_members(&self.etcd).await,
+                etcd_prefix: self.etcd_prefix.clone(),
+            })
+        })
+        .await
+    }
+}
+
+/// `linux/amd64`, Go's spelling.
+fn platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// Every member of --etcd-servers as this apiserver sees it: etcd Status per member, named
+/// from a MemberList of any member that answers.
+pub async fn etcd_members(etcd: &Etcd) -> Vec<EtcdMemberInfo> {
+    let timeout = Duration::from_secs(2);
+    let statuses = futures::future::join_all(etcd.members().iter().map(|m| {
+        let mut c = m.client.clone();
+        async move { tokio::time::timeout(timeout, c.status()).await }
+    }))
+    .await;
+    let mut list = None;
+    for (m, s) in etcd.members().iter().zip(&statuses) {
+        if matches!(s, Ok(Ok(_))) {
+            let mut c = m.client.clone();
+            if let Ok(Ok(l)) = tokio::time::timeout(timeout, c.member_list()).await {
+                list = Some(l);
+                break;
+            }
+        }
+    }
+    etcd.members()
+        .iter()
+        .zip(statuses)
+        .map(|(m, s)| match s {
+            Ok(Ok(st)) => {
+                let id = st.header().map(|h| h.member_id()).unwrap_or_default();
+                let member = list
+                    .as_ref()
+                    .and_then(|l| l.members().iter().find(|x| x.id() == id));
+                EtcdMemberInfo {
+                    name: member.map(|x| x.name().to_string()).unwrap_or_default(),
+                    id: format!("{id:x}"),
+                    client_urls: member
+                        .map(|x| x.client_urls().to_vec())
+                        .unwrap_or_else(|| vec![m.url.clone()]),
+                    healthy: st.leader() != 0 && st.errors().is_empty(),
+                    is_leader: st.leader() != 0 && st.leader() == id,
+                    error: st.errors().join("; "),
+                    version: st.version().to_string(),
+                    raft_term: st.raft_term() as i64,
+                }
+            }
+            Ok(Err(e)) => EtcdMemberInfo {
+                client_urls: vec![m.url.clone()],
+                error: e.to_string(),
+                ..Default::default()
+            },
+            Err(_) => EtcdMemberInfo {
+                client_urls: vec![m.url.clone()],
+                error: format!("no answer within {timeout:?}"),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inflight_limit_refuses_at_once_and_frees_on_drop() {
+        let l = Inflight::new(2, Arc::new(Metrics::new()));
+        let a = l.acquire(false).unwrap();
+        let _b = l.acquire(true).unwrap();
+        let e = match l.acquire(false) {
+            Err(e) => e,
+            Ok(_) => panic!("a third request must be refused"),
+        };
+        assert_eq!(e.reason(), "TooManyRequests");
+        let s = e.into_status();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(s.metadata().get("retry-after").is_some());
+        drop(a);
+        assert!(l.acquire(false).is_ok());
+        let unlimited = Inflight::new(0, Arc::new(Metrics::new()));
+        let _many: Vec<_> = (0..10).map(|_| unlimited.acquire(true).unwrap()).collect();
+        assert_eq!(platform().split('/').count(), 2);
+    }
+}
