@@ -1,7 +1,8 @@
 //! `kubectl-lite`: the kube-lite command line, kubectl plus the PKI part of kubeadm.
 //!
 //! This file only parses flags and reports errors; each subcommand lives in [`commands`] and its
-//! logic in a library crate (`kl-pki` for `certs`), so that tests and other binaries reuse it.
+//! logic in a library crate (`kl-client` for everything that talks to the cluster, `kl-pki` for
+//! `certs`), so that tests and other binaries reuse it.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -13,13 +14,22 @@ mod commands;
 fn main() -> ExitCode {
     kl_cli::init_logging();
     let cli = commands::Cli::parse();
-    match commands::run(cli, &mut std::io::stdout().lock()) {
+    let result = commands::run_with(
+        cli,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // Output piped into `head` and cut short is not a failure of the command.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line, as kubectl's "error: ..." does.
-            eprintln!("error: {e:#}");
+            // kubectl's wording: "Error from server (NotFound): ..." as is, anything else
+            // after "error: " with its whole cause chain on one line. Nothing when the command
+            // already printed its errors.
+            if let Some(line) = commands::error_message(&e) {
+                eprintln!("{line}");
+            }
             ExitCode::FAILURE
         }
     }

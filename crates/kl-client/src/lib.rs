@@ -3,11 +3,35 @@
 //! Layout:
 //! * [`kubeconfig`]: kubectl's kubeconfig format: read (`--kubeconfig`, `KUBECONFIG`,
 //!   `~/.kube/config`), resolve the current context, write (for `kubectl-lite certs generate`).
+//! * [`client`]: [`Client`], one lazily connected TLS channel (HTTP/2 keep-alive, connect
+//!   timeout) and the one place where a call gets its timeout and its retries.
+//! * [`error`]: [`ApiError`], a `tonic::Status` read the way kubectl reads an HTTP status
+//!   (`kl-reason` metadata, Display as kubectl prints it).
+//! * [`retry`]: which failures are retried, for reads and for writes, and the backoff.
+//! * [`api`]: the verbs: [`DynamicApi`] over [`kl_api::Object`] by kind (kubectl) and the typed
+//!   [`Api<K>`] on top (controllers); optional fencing tokens on writes.
+//! * [`params`]: list, watch and delete options; [`watch`]: watch events and streams.
+//! * Issue 4 adds here: `informer` (list + watch into a cache, resuming and relisting on
+//!   Expired, the watcher state machine of kube-runtime), `workqueue` (rate-limited,
+//!   de-duplicating keys for reconcilers), and `leader_election` (Lease-based, client-go
+//!   timings, handing out the [`kl_api::FencingToken`] writes carry).
 //!
 //! It must never talk to etcd: everything goes through the apiserver (in a cluster, through the
 //! lb).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod client;
+pub mod error;
 pub mod kubeconfig;
+pub mod params;
+pub mod retry;
+pub mod watch;
 
+pub use api::{Api, DeleteOutcome, DynamicApi, ObjectList};
+pub use client::{Client, ClientOptions, ConfigError};
+pub use error::{ApiError, Reason, TransportFailure};
 pub use kubeconfig::{Kubeconfig, KubeconfigError, ResolvedConfig};
+pub use params::{DeleteParams, ListParams, WatchParams};
+pub use retry::RetryPolicy;
+pub use watch::{WatchEvent, WatchStream};

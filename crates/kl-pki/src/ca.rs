@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     files::{self, write_atomic, CERT_MODE, KEY_MODE},
-    paths::{self, CertFiles},
+    paths::{self, NamedCertFiles},
     PkiError, San,
 };
 
@@ -93,7 +93,8 @@ impl std::fmt::Debug for IssuedCert {
 impl IssuedCert {
     /// Writes the certificate (mode 0644) and the key (mode 0600) to `files` inside `pki_dir`,
     /// creating parent directories.
-    pub fn write(&self, pki_dir: &Path, files: CertFiles) -> Result<(), PkiError> {
+    pub fn write(&self, pki_dir: &Path, files: impl Into<NamedCertFiles>) -> Result<(), PkiError> {
+        let files = files.into();
         let cert = files.cert_in(pki_dir);
         let key = files.key_in(pki_dir);
         for path in [&cert, &key] {

@@ -10,12 +10,39 @@
 //! * [`CertificateAuthority`]: creates or loads the CA and issues leaf certificates
 //!   ([`LeafSpec`] → [`IssuedCert`]).
 //! * [`PkiSpec`] + [`generate`]: the whole tree in one call, as `kubectl-lite certs generate`
-//!   does. Later issues add the apiserver, component and per-node certificates (and kubeconfigs)
-//!   by adding fields to [`PkiSpec`] and entries to the inventory in [`generate`].
+//!   does. [`Generated::identities`] hands back the client identities that belong in
+//!   kubeconfigs; writing the kubeconfig files is the caller's job (`kl-client` owns that
+//!   format), so this crate stays free of it.
+//! * [`inspect`] / [`verify_issued_by`]: read a certificate back and check its signature.
+//!
+//! The tree (`<pki>` is the directory given to [`generate`]):
+//!
+//! ```text
+//! ca.crt ca.key                       the one CA (reused when present)
+//! etcd/ca.crt                         a copy of ca.crt at kubeadm's etcd CA path
+//! etcd/server, etcd/peer              etcd serving/peer certificates (DEFAULT_SANS + --san)
+//! etcd/healthcheck-client, etcd/admin etcd clients
+//! apiserver                           apiserver serving (also `kubernetes`, `kubernetes.default`,
+//!                                     ..., `lb`)
+//! apiserver-etcd-client               apiserver → etcd
+//! apiserver-kubelet-client            apiserver → kubelets (CN kube-apiserver-kubelet-client)
+//! clients/admin                       kubernetes-admin, O system:masters   (admin.kubeconfig)
+//! clients/controller-manager          system:kube-controller-manager       (controller-manager.kubeconfig)
+//! clients/scheduler                   system:kube-scheduler                (scheduler.kubeconfig)
+//! clients/<node>                      system:node:<node>, O system:nodes   (<node>.kubeconfig)
+//! nodes/<node>                        the node's kubelet serving certificate (<node> + DEFAULT_SANS)
+//! ```
+//!
+//! Client certificates are kept under `clients/` as well as inside the kubeconfigs (kubeadm
+//! keeps them only inside its `.conf` files): tools that take `--cert`/`--key` (curl, the
+//! benchmarks, compose health checks) can then use an identity without parsing YAML. Each file
+//! under `clients/` has the stem of the kubeconfig that embeds it, which is why a node may not
+//! be called `admin`, `controller-manager` or `scheduler`.
 //!
 //! **Re-running is safe**: [`generate`] into a directory that already holds `ca.crt` + `ca.key`
-//! reuses that CA and re-issues every leaf certificate (new keys, new SANs). Certificates
-//! issued earlier stay valid, so adding a member later does not invalidate the running ones.
+//! reuses that CA and re-issues every leaf certificate of the spec (new keys, new SANs).
+//! Certificates issued earlier stay valid, so adding a member later does not invalidate the
+//! running ones; files of nodes not named in the spec are left as they are.
 //!
 //! Keys are ECDSA P-256; key files are written with mode 0600, atomically. The CA is valid for
 //! 10 years and leaf certificates for 1 year, as kubeadm's.
@@ -27,16 +54,47 @@ use std::path::{Path, PathBuf};
 
 mod ca;
 mod files;
+mod inspect;
 pub mod paths;
 mod san;
 
 pub use ca::{
     CertificateAuthority, IssuedCert, LeafSpec, Usage, CA_COMMON_NAME, CA_VALIDITY, LEAF_VALIDITY,
 };
+pub use inspect::{inspect, verify_issued_by, CertSummary};
 pub use san::{serving_sans, San, DEFAULT_SANS};
 
 /// The group of identities that may do anything (Kubernetes' `system:masters`).
 pub const SYSTEM_MASTERS: &str = "system:masters";
+
+/// The group of every node identity (Kubernetes' `system:nodes`).
+pub const SYSTEM_NODES: &str = "system:nodes";
+
+/// The administrator's user name, kubeadm's (`admin.conf`).
+pub const ADMIN_USER: &str = "kubernetes-admin";
+
+/// The controller-manager's user name, Kubernetes'.
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
+/// The scheduler's user name, Kubernetes'.
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+
+/// The prefix of a node's user name: node `worker1` is `system:node:worker1`.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+
+/// Names the apiserver's serving certificate carries besides [`DEFAULT_SANS`] and the `--san`
+/// list: the in-cluster names of the `kubernetes` Service (kubeadm's), and `lb`, the load
+/// balancer's name in the compose topology (clients dial the lb, which passes TLS through).
+pub const APISERVER_SANS: [&str; 5] = [
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "lb",
+];
+
+/// Node names that would collide with a component's kubeconfig or client certificate file.
+const RESERVED_NODE_NAMES: [&str; 3] = ["admin", "controller-manager", "scheduler"];
 
 /// Why the PKI could not be generated; each message names the file or the value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +117,10 @@ pub enum PkiError {
     HalfCa { present: PathBuf, missing: PathBuf },
     #[error("{path}: existing CA is unusable: {reason}")]
     BadCa { path: PathBuf, reason: String },
+    #[error("invalid node name {name:?}: {reason}")]
+    InvalidNodeName { name: String, reason: &'static str },
+    #[error("{what}: {reason}")]
+    BadCert { what: String, reason: String },
     #[error("generating {what}: {source}")]
     Rcgen {
         what: String,
@@ -67,26 +129,40 @@ pub enum PkiError {
     },
 }
 
-/// What to generate. Built with chained calls, so that later issues can add fields (masters,
-/// nodes, components) without breaking callers:
+/// What to generate. Built with chained calls, so that later issues can add fields without
+/// breaking callers:
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
-/// let spec = kl_pki::PkiSpec::new().san("etcd1").sans(["etcd2", "10.0.0.3"]);
+/// let spec = kl_pki::PkiSpec::new()
+///     .san("etcd1")
+///     .sans(["etcd2", "10.0.0.3"])
+///     .node("worker1");
 /// let generated = kl_pki::generate(&spec, dir.path()).unwrap();
 /// assert!(dir.path().join(kl_pki::paths::ETCD_SERVER.cert).exists());
+/// assert!(dir.path().join(kl_pki::paths::APISERVER.cert).exists());
+/// assert!(kl_pki::paths::node_serving("worker1").cert_in(dir.path()).exists());
 /// assert_eq!(generated.ca, kl_pki::CaOrigin::Created);
+///
+/// // One identity per kubeconfig: the components, then each node.
+/// let kubeconfigs: Vec<&str> = generated.identities.iter().map(|i| i.kubeconfig.as_str()).collect();
+/// assert_eq!(kubeconfigs, ["admin", "controller-manager", "scheduler", "worker1"]);
+/// assert_eq!(generated.identities[3].user, "system:node:worker1");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PkiSpec {
-    /// Extra names and addresses of the serving certificates (every member's host name and IP,
-    /// and for later issues `lb` and the masters). [`DEFAULT_SANS`] are always added.
+    /// Extra names and addresses of the serving certificates (every master's host name and IP,
+    /// every etcd member's). [`DEFAULT_SANS`] are always added; the apiserver's certificate
+    /// also gets [`APISERVER_SANS`].
     pub sans: Vec<String>,
+    /// Worker nodes: each gets a client identity (`system:node:<name>`) and a kubelet serving
+    /// certificate.
+    pub nodes: Vec<String>,
 }
 
 impl PkiSpec {
-    /// An empty spec: serving certificates valid for [`DEFAULT_SANS`] only.
+    /// An empty spec: serving certificates valid for [`DEFAULT_SANS`] only, no nodes.
     pub fn new() -> Self {
         Self::default()
     }
@@ -106,6 +182,61 @@ impl PkiSpec {
         self.sans.extend(names.into_iter().map(Into::into));
         self
     }
+
+    /// Adds one worker node by name (a lowercase DNS-1123 subdomain, as Kubernetes node names).
+    pub fn node(mut self, name: impl Into<String>) -> Self {
+        self.nodes.push(name.into());
+        self
+    }
+
+    /// Adds several worker nodes.
+    pub fn nodes<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes.extend(names.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// Checks a node name: a lowercase RFC 1123 subdomain (Kubernetes' rule for node names), and
+/// not one of the component names whose files it would overwrite.
+pub fn check_node_name(name: &str) -> Result<(), PkiError> {
+    let invalid = |reason: &'static str| PkiError::InvalidNodeName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if name.len() > 253 {
+        return Err(invalid("at most 253 characters"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(invalid(
+                "each dot-separated part must be 1 to 63 characters",
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                "must consist of lower case letters, digits, '-' and '.' (a DNS-1123 subdomain)",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(invalid("must start and end with a letter or digit"));
+        }
+    }
+    if RESERVED_NODE_NAMES.contains(&name) {
+        return Err(invalid(
+            "reserved: a component's kubeconfig and client certificate have this name",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether [`generate`] created the CA or found one.
@@ -126,81 +257,218 @@ pub struct WrittenFile {
     pub what: &'static str,
 }
 
+/// A client identity that belongs in a kubeconfig: its user name and PEM material.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The kubeconfig's file stem: `admin` for `admin.kubeconfig`, the node name for a node.
+    pub kubeconfig: String,
+    /// The user name (the certificate's CN), e.g. `kubernetes-admin`.
+    pub user: String,
+    /// The client certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PKCS#8 PEM).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("kubeconfig", &self.kubeconfig)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The result of [`generate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generated {
     /// Whether the CA is new.
     pub ca: CaOrigin,
-    /// The names the serving certificates are valid for, defaults included.
+    /// The CA certificate (PEM), what kubeconfigs embed as `certificate-authority-data`.
+    pub ca_pem: String,
+    /// The names the etcd serving certificates are valid for, defaults included.
     pub sans: Vec<San>,
+    /// The names the apiserver's serving certificate is valid for.
+    pub apiserver_sans: Vec<San>,
     /// Every file written, in writing order.
     pub files: Vec<WrittenFile>,
+    /// The kubeconfig identities, in order: admin, controller-manager, scheduler, then each
+    /// node of the spec.
+    pub identities: Vec<ClientIdentity>,
 }
 
 /// One leaf certificate of the inventory.
 struct Entry {
-    files: paths::CertFiles,
+    files: paths::NamedCertFiles,
     what: &'static str,
     leaf: LeafSpec,
+    /// The kubeconfig this identity goes into, if any.
+    kubeconfig: Option<String>,
+}
+
+/// The names and addresses [`generate`] puts into each serving certificate, checked.
+struct Names {
+    /// etcd's serving and peer certificates.
+    etcd: Vec<San>,
+    /// The apiserver's.
+    apiserver: Vec<San>,
+    /// Nodes, deduplicated, in the order given.
+    nodes: Vec<String>,
+}
+
+impl Names {
+    fn of(spec: &PkiSpec) -> Result<Names, PkiError> {
+        let etcd = serving_sans(&spec.sans)?;
+        let apiserver = serving_sans(
+            &spec
+                .sans
+                .iter()
+                .map(String::as_str)
+                .chain(APISERVER_SANS)
+                .collect::<Vec<_>>(),
+        )?;
+        let mut nodes: Vec<String> = Vec::new();
+        for node in &spec.nodes {
+            check_node_name(node)?;
+            if !nodes.contains(node) {
+                nodes.push(node.clone());
+            }
+        }
+        Ok(Names {
+            etcd,
+            apiserver,
+            nodes,
+        })
+    }
 }
 
 /// The certificates [`generate`] issues. Names and CNs are kubeadm's where kubeadm has the
 /// certificate; kubeadm names its etcd serving certificates after the node, and here one
 /// certificate serves every member, so they carry kubeadm's older fixed CNs.
-fn inventory(sans: &[San]) -> Vec<Entry> {
+fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     let client = |cn: &str, org: Option<&str>| LeafSpec {
         common_name: cn.to_string(),
         organization: org.map(str::to_string),
         usage: Usage::Client,
         sans: Vec::new(),
     };
-    vec![
-        Entry {
-            files: paths::ETCD_SERVER,
-            what: "etcd serving certificate (client port)",
-            leaf: LeafSpec {
+    let entry = |files: paths::CertFiles, what: &'static str, leaf: LeafSpec| Entry {
+        files: files.into(),
+        what,
+        leaf,
+        kubeconfig: None,
+    };
+    let mut entries = vec![
+        entry(
+            paths::ETCD_SERVER,
+            "etcd serving certificate (client port)",
+            LeafSpec {
                 common_name: "kube-etcd".into(),
                 organization: None,
                 usage: Usage::ServerAndClient,
-                sans: sans.to_vec(),
+                sans: names.etcd.clone(),
             },
-        },
-        Entry {
-            files: paths::ETCD_PEER,
-            what: "etcd peer certificate (peer port, both directions)",
-            leaf: LeafSpec {
+        ),
+        entry(
+            paths::ETCD_PEER,
+            "etcd peer certificate (peer port, both directions)",
+            LeafSpec {
                 common_name: "kube-etcd-peer".into(),
                 organization: None,
                 usage: Usage::ServerAndClient,
-                sans: sans.to_vec(),
+                sans: names.etcd.clone(),
             },
-        },
-        Entry {
-            files: paths::ETCD_HEALTHCHECK_CLIENT,
-            what: "etcd health-check client certificate",
-            leaf: client("kube-etcd-healthcheck-client", None),
-        },
-        Entry {
-            files: paths::ETCD_ADMIN,
-            what: "etcd administrator client certificate (etcdctl)",
-            leaf: client("etcd-admin", Some(SYSTEM_MASTERS)),
-        },
-        Entry {
-            files: paths::APISERVER_ETCD_CLIENT,
-            what: "apiserver's client certificate towards etcd",
-            leaf: client("kube-apiserver-etcd-client", Some(SYSTEM_MASTERS)),
-        },
-    ]
+        ),
+        entry(
+            paths::ETCD_HEALTHCHECK_CLIENT,
+            "etcd health-check client certificate",
+            client("kube-etcd-healthcheck-client", None),
+        ),
+        entry(
+            paths::ETCD_ADMIN,
+            "etcd administrator client certificate (etcdctl)",
+            client("etcd-admin", Some(SYSTEM_MASTERS)),
+        ),
+        entry(
+            paths::APISERVER_ETCD_CLIENT,
+            "apiserver's client certificate towards etcd",
+            client("kube-apiserver-etcd-client", Some(SYSTEM_MASTERS)),
+        ),
+        entry(
+            paths::APISERVER,
+            "apiserver serving certificate",
+            LeafSpec {
+                common_name: "kube-apiserver".into(),
+                organization: None,
+                usage: Usage::Server,
+                sans: names.apiserver.clone(),
+            },
+        ),
+        entry(
+            paths::APISERVER_KUBELET_CLIENT,
+            "apiserver's client certificate towards kubelets",
+            client("kube-apiserver-kubelet-client", Some(SYSTEM_MASTERS)),
+        ),
+    ];
+    let mut identity = |kubeconfig: &str, files: paths::NamedCertFiles, what, leaf| {
+        entries.push(Entry {
+            files,
+            what,
+            leaf,
+            kubeconfig: Some(kubeconfig.to_string()),
+        })
+    };
+    identity(
+        "admin",
+        paths::ADMIN.into(),
+        "cluster administrator's client certificate",
+        client(ADMIN_USER, Some(SYSTEM_MASTERS)),
+    );
+    identity(
+        "controller-manager",
+        paths::CONTROLLER_MANAGER.into(),
+        "controller-manager's client certificate",
+        client(CONTROLLER_MANAGER_USER, None),
+    );
+    identity(
+        "scheduler",
+        paths::SCHEDULER.into(),
+        "scheduler's client certificate",
+        client(SCHEDULER_USER, None),
+    );
+    for node in &names.nodes {
+        identity(
+            node,
+            paths::node_client(node),
+            "node's client certificate (kubelet)",
+            client(&format!("{NODE_USER_PREFIX}{node}"), Some(SYSTEM_NODES)),
+        );
+    }
+    for node in &names.nodes {
+        entries.push(Entry {
+            files: paths::node_serving(node),
+            what: "node's kubelet serving certificate",
+            leaf: LeafSpec {
+                common_name: format!("{NODE_USER_PREFIX}{node}"),
+                organization: Some(SYSTEM_NODES.into()),
+                usage: Usage::Server,
+                sans: serving_sans(&[node.as_str()])?,
+            },
+            kubeconfig: None,
+        });
+    }
+    Ok(entries)
 }
 
 /// Generates the PKI tree into `out_dir` (created if missing) and returns what it wrote.
 ///
 /// The CA in `out_dir` is reused if present, otherwise created; every leaf certificate is
-/// issued anew. The SANs are checked before anything is written, so a typo leaves the
-/// directory untouched.
+/// issued anew. The SANs and node names are checked before anything is written, so a typo
+/// leaves the directory untouched.
 pub fn generate(spec: &PkiSpec, out_dir: &Path) -> Result<Generated, PkiError> {
-    let sans = serving_sans(&spec.sans)?;
-    let entries = inventory(&sans);
+    let names = Names::of(spec)?;
+    let entries = inventory(&names)?;
     files::create_dir(out_dir)?;
 
     let mut written = Vec::new();
@@ -233,16 +501,29 @@ pub fn generate(spec: &PkiSpec, out_dir: &Path) -> Result<Generated, PkiError> {
         "copy of the CA certificate at kubeadm's etcd CA path",
     );
 
+    let mut identities = Vec::new();
     for entry in entries {
-        ca.issue(&entry.leaf)?.write(out_dir, entry.files)?;
-        record(&mut written, entry.files.key, entry.what);
-        record(&mut written, entry.files.cert, entry.what);
+        let issued = ca.issue(&entry.leaf)?;
+        issued.write(out_dir, entry.files.clone())?;
+        record(&mut written, &entry.files.key, entry.what);
+        record(&mut written, &entry.files.cert, entry.what);
+        if let Some(kubeconfig) = entry.kubeconfig {
+            identities.push(ClientIdentity {
+                kubeconfig,
+                user: entry.leaf.common_name,
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+            });
+        }
     }
 
     Ok(Generated {
         ca: origin,
-        sans,
+        ca_pem: ca.cert_pem().to_string(),
+        sans: names.etcd,
+        apiserver_sans: names.apiserver,
         files: written,
+        identities,
     })
 }
 

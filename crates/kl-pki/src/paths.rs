@@ -71,3 +71,97 @@ pub const APISERVER_ETCD_CLIENT: CertFiles = CertFiles {
     cert: "apiserver-etcd-client.crt",
     key: "apiserver-etcd-client.key",
 };
+
+/// The apiservers' serving certificate (`--tls-cert-file`/`--tls-private-key-file`). One
+/// certificate serves every apiserver: it carries every master's name, `lb` and the in-cluster
+/// names `kubernetes`, `kubernetes.default`, ..., because clients dial the lb and the lb passes
+/// TLS through untouched.
+pub const APISERVER: CertFiles = CertFiles {
+    cert: "apiserver.crt",
+    key: "apiserver.key",
+};
+
+/// The apiserver's client certificate towards kubelets (`--kubelet-client-certificate`), e.g.
+/// for `kubectl-lite logs` through the apiserver.
+pub const APISERVER_KUBELET_CLIENT: CertFiles = CertFiles {
+    cert: "apiserver-kubelet-client.crt",
+    key: "apiserver-kubelet-client.key",
+};
+
+/// Client certificates of the kubeconfig identities live here, one pair per kubeconfig and with
+/// the kubeconfig's stem: `clients/admin.crt` is the identity inside `admin.kubeconfig`,
+/// `clients/<node>.crt` the one inside `<node>.kubeconfig`. kubeadm keeps these only inside its
+/// `.conf` files; kube-lite also keeps them as files so that tools that take `--cert`/`--key`
+/// (curl, benchmarks, compose health checks) can use an identity without parsing YAML.
+pub const CLIENTS_DIR: &str = "clients";
+
+/// The cluster administrator (`kubernetes-admin`, group `system:masters`), as in kubeadm's
+/// `admin.conf`.
+pub const ADMIN: CertFiles = CertFiles {
+    cert: "clients/admin.crt",
+    key: "clients/admin.key",
+};
+
+/// The controller-manager's identity (`system:kube-controller-manager`).
+pub const CONTROLLER_MANAGER: CertFiles = CertFiles {
+    cert: "clients/controller-manager.crt",
+    key: "clients/controller-manager.key",
+};
+
+/// The scheduler's identity (`system:kube-scheduler`).
+pub const SCHEDULER: CertFiles = CertFiles {
+    cert: "clients/scheduler.crt",
+    key: "clients/scheduler.key",
+};
+
+/// Kubelet serving certificates live here, one pair per node: `nodes/<node>.crt`.
+pub const NODES_DIR: &str = "nodes";
+
+/// A certificate and key whose paths depend on a name (a node's), relative to `pki/`. The owned
+/// twin of [`CertFiles`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedCertFiles {
+    /// The PEM certificate, e.g. `nodes/worker1.crt`.
+    pub cert: String,
+    /// The PEM private key, e.g. `nodes/worker1.key`; written with mode 0600.
+    pub key: String,
+}
+
+impl NamedCertFiles {
+    /// The certificate's full path inside `pki_dir`.
+    pub fn cert_in(&self, pki_dir: &Path) -> PathBuf {
+        pki_dir.join(&self.cert)
+    }
+
+    /// The key's full path inside `pki_dir`.
+    pub fn key_in(&self, pki_dir: &Path) -> PathBuf {
+        pki_dir.join(&self.key)
+    }
+}
+
+impl From<CertFiles> for NamedCertFiles {
+    fn from(f: CertFiles) -> Self {
+        NamedCertFiles {
+            cert: f.cert.to_string(),
+            key: f.key.to_string(),
+        }
+    }
+}
+
+/// Node `name`'s kubelet serving certificate (`kubelet-lite --tls-cert-file`): `nodes/<name>.crt`.
+/// The name must be valid (see `kl_pki::check_node_name`); it is not checked here.
+pub fn node_serving(name: &str) -> NamedCertFiles {
+    NamedCertFiles {
+        cert: format!("{NODES_DIR}/{name}.crt"),
+        key: format!("{NODES_DIR}/{name}.key"),
+    }
+}
+
+/// Node `name`'s client identity (`system:node:<name>`), the one inside `<name>.kubeconfig`:
+/// `clients/<name>.crt`.
+pub fn node_client(name: &str) -> NamedCertFiles {
+    NamedCertFiles {
+        cert: format!("{CLIENTS_DIR}/{name}.crt"),
+        key: format!("{CLIENTS_DIR}/{name}.key"),
+    }
+}

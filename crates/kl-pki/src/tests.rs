@@ -49,8 +49,18 @@ fn writes_the_kubeadm_layout() {
         [
             "apiserver-etcd-client.crt",
             "apiserver-etcd-client.key",
+            "apiserver-kubelet-client.crt",
+            "apiserver-kubelet-client.key",
+            "apiserver.crt",
+            "apiserver.key",
             "ca.crt",
             "ca.key",
+            "clients/admin.crt",
+            "clients/admin.key",
+            "clients/controller-manager.crt",
+            "clients/controller-manager.key",
+            "clients/scheduler.crt",
+            "clients/scheduler.key",
             "etcd/admin.crt",
             "etcd/admin.key",
             "etcd/ca.crt",
@@ -264,9 +274,14 @@ fn issued_cert_debug_hides_the_key() {
 /// Serves mutual TLS with etcd's serving certificate, as `etcd-lite --client-cert-auth` does,
 /// and answers every connection with the CN of the client certificate it verified.
 async fn serve(pki: &Path) -> SocketAddr {
+    serve_as(pki, paths::ETCD_SERVER).await
+}
+
+/// [`serve`] with another serving certificate.
+async fn serve_as(pki: &Path, serving: paths::CertFiles) -> SocketAddr {
     let tls = ServerTls::load(
-        &paths::ETCD_SERVER.cert_in(pki),
-        &paths::ETCD_SERVER.key_in(pki),
+        &serving.cert_in(pki),
+        &serving.key_in(pki),
         Some(&paths::CA.cert_in(pki)),
         true,
     )
@@ -388,4 +403,242 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     // The server is still fine for a legitimate client afterwards.
     let good = client(&paths::CA.cert_in(pki), Some((pki, paths::ETCD_ADMIN)));
     assert_eq!(ping(addr, &good, "localhost").await.unwrap(), "etcd-admin");
+}
+
+// ---- the Kubernetes side: apiserver, components, nodes ---------------------------------------
+
+fn summary(pki: &Path, files: impl Into<paths::NamedCertFiles>) -> CertSummary {
+    let files = files.into();
+    let pem = std::fs::read(files.cert_in(pki)).unwrap();
+    let ca = std::fs::read(paths::CA.cert_in(pki)).unwrap();
+    verify_issued_by(&pem, &ca).unwrap_or_else(|e| panic!("{}: {e}", files.cert));
+    inspect(&pem).unwrap()
+}
+
+fn shown(sans: &[San]) -> Vec<String> {
+    sans.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn kubernetes_certificates_carry_kubeadms_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    let spec = PkiSpec::new()
+        .san("master1")
+        .node("worker1")
+        .node("worker-2");
+    let out = generate(&spec, pki).unwrap();
+
+    // (files, CN, O, server?)
+    let expect: Vec<(paths::NamedCertFiles, String, Option<&str>, bool)> = vec![
+        (paths::APISERVER.into(), "kube-apiserver".into(), None, true),
+        (
+            paths::APISERVER_KUBELET_CLIENT.into(),
+            "kube-apiserver-kubelet-client".into(),
+            Some(SYSTEM_MASTERS),
+            false,
+        ),
+        (
+            paths::ADMIN.into(),
+            ADMIN_USER.into(),
+            Some(SYSTEM_MASTERS),
+            false,
+        ),
+        (
+            paths::CONTROLLER_MANAGER.into(),
+            "system:kube-controller-manager".into(),
+            None,
+            false,
+        ),
+        (
+            paths::SCHEDULER.into(),
+            "system:kube-scheduler".into(),
+            None,
+            false,
+        ),
+        (
+            paths::node_client("worker1"),
+            "system:node:worker1".into(),
+            Some(SYSTEM_NODES),
+            false,
+        ),
+        (
+            paths::node_client("worker-2"),
+            "system:node:worker-2".into(),
+            Some(SYSTEM_NODES),
+            false,
+        ),
+        (
+            paths::node_serving("worker1"),
+            "system:node:worker1".into(),
+            Some(SYSTEM_NODES),
+            true,
+        ),
+    ];
+    for (files, cn, org, server) in expect {
+        let s = summary(pki, files.clone());
+        let name = &files.cert;
+        assert_eq!(s.common_name, cn, "{name}");
+        assert_eq!(
+            s.organizations,
+            org.map(str::to_string).into_iter().collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert!(!s.is_ca, "{name}");
+        assert_eq!(s.server_auth, server, "{name}");
+        assert_eq!(s.client_auth, !server, "{name}");
+        assert!(s.not_after > s.not_before, "{name}");
+        if !server {
+            assert!(s.sans.is_empty(), "{name}: {:?}", s.sans);
+        }
+        assert_eq!(mode(&files.key_in(pki)), 0o600, "{name}");
+    }
+
+    let apiserver = summary(pki, paths::APISERVER);
+    assert_eq!(
+        shown(&apiserver.sans),
+        [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "master1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "lb",
+        ]
+    );
+    assert_eq!(apiserver.sans, out.apiserver_sans);
+    // etcd's certificates do not claim the apiserver's names.
+    assert_eq!(
+        shown(&summary(pki, paths::ETCD_SERVER).sans),
+        ["localhost", "127.0.0.1", "::1", "master1"]
+    );
+    assert_eq!(
+        shown(&summary(pki, paths::node_serving("worker-2")).sans),
+        ["localhost", "127.0.0.1", "::1", "worker-2"]
+    );
+}
+
+#[test]
+fn identities_match_the_files_and_chain_to_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    let out = generate(&PkiSpec::new().nodes(["w1", "w2", "w1"]), pki).unwrap();
+    assert_eq!(
+        out.ca_pem,
+        std::fs::read_to_string(paths::CA.cert_in(pki)).unwrap()
+    );
+    let got: Vec<(&str, &str)> = out
+        .identities
+        .iter()
+        .map(|i| (i.kubeconfig.as_str(), i.user.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("admin", "kubernetes-admin"),
+            ("controller-manager", "system:kube-controller-manager"),
+            ("scheduler", "system:kube-scheduler"),
+            ("w1", "system:node:w1"),
+            ("w2", "system:node:w2"),
+        ],
+        "one identity per kubeconfig, nodes deduplicated"
+    );
+    for id in &out.identities {
+        let files = match id.kubeconfig.as_str() {
+            "admin" => paths::ADMIN.into(),
+            "controller-manager" => paths::CONTROLLER_MANAGER.into(),
+            "scheduler" => paths::SCHEDULER.into(),
+            node => paths::node_client(node),
+        };
+        assert_eq!(
+            std::fs::read_to_string(files.cert_in(pki)).unwrap(),
+            id.cert_pem
+        );
+        assert_eq!(
+            std::fs::read_to_string(files.key_in(pki)).unwrap(),
+            id.key_pem
+        );
+        verify_issued_by(id.cert_pem.as_bytes(), out.ca_pem.as_bytes()).unwrap();
+        assert_eq!(
+            inspect(id.cert_pem.as_bytes()).unwrap().common_name,
+            id.user
+        );
+        assert!(!format!("{id:?}").contains("PRIVATE KEY"));
+    }
+
+    // A certificate of another CA does not verify.
+    let (other, _) = generated(&[]);
+    let foreign = std::fs::read(paths::ADMIN.cert_in(other.path())).unwrap();
+    let err = verify_issued_by(&foreign, out.ca_pem.as_bytes()).unwrap_err();
+    assert!(matches!(err, PkiError::BadCert { .. }), "{err}");
+    assert!(inspect(b"not a certificate").is_err());
+}
+
+#[test]
+fn node_names_are_checked_before_anything_is_written() {
+    for good in ["worker1", "w-1", "node.example.com", "0"] {
+        check_node_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "",
+        "Worker1",
+        "w_1",
+        "-w",
+        "w-",
+        "a..b",
+        "../etc",
+        "a/b",
+        "admin",
+        "scheduler",
+        "controller-manager",
+        "w 1",
+    ] {
+        assert!(check_node_name(bad).is_err(), "{bad:?} should be refused");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let err = generate(&PkiSpec::new().node("ok").node("admin"), &out).unwrap_err();
+    assert!(matches!(err, PkiError::InvalidNodeName { .. }), "{err}");
+    assert!(err.to_string().contains("\"admin\""), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn regenerating_keeps_nodes_not_named_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    generate(&PkiSpec::new().node("w1"), pki).unwrap();
+    let w1 = std::fs::read(paths::node_client("w1").cert_in(pki)).unwrap();
+    let out = generate(&PkiSpec::new().node("w2"), pki).unwrap();
+    assert_eq!(out.ca, CaOrigin::Reused);
+    assert_eq!(
+        std::fs::read(paths::node_client("w1").cert_in(pki)).unwrap(),
+        w1
+    );
+    assert!(paths::node_serving("w2").cert_in(pki).exists());
+    assert_eq!(out.identities.len(), 4);
+}
+
+#[tokio::test]
+async fn the_apiserver_certificate_serves_every_name_clients_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    generate(&PkiSpec::new().node("w1"), pki).unwrap();
+    let addr = serve_as(pki, paths::APISERVER).await;
+    let ca = paths::CA.cert_in(pki);
+    let admin = client(&ca, Some((pki, paths::ADMIN)));
+    for name in ["127.0.0.1", "localhost", "lb", "kubernetes.default"] {
+        assert_eq!(
+            ping(addr, &admin, name).await.unwrap(),
+            "kubernetes-admin",
+            "{name}"
+        );
+    }
+    assert!(ping(addr, &admin, "etcd1").await.is_err());
+    let node = paths::node_client("w1");
+    let w1 = ClientTls::load(&ca, Some((&node.cert_in(pki), &node.key_in(pki)))).unwrap();
+    assert_eq!(ping(addr, &w1, "lb").await.unwrap(), "system:node:w1");
 }
