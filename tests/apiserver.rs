@@ -541,6 +541,22 @@ async fn authentication_probes_metrics_oversize_and_shutdown() {
             anyhow::ensure!(r.is_err(), "a foreign certificate must be refused: {r:?}");
         }
 
+        // The gRPC health service answers SERVING for the API.
+        let pki = c.etcd.pki();
+        let channel = testkit::api::api_channel(
+            c.ca_cert(),
+            Some((&pki.client_cert, &pki.client_key)),
+            &c.apiserver_url(0),
+        )
+        .await?;
+        let health = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "kubelite.v1.Api".into(),
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(health.status == 1, "SERVING: {health:?}");
+
         // Probes are open; metrics need a certificate and carry the upstream names.
         anyhow::ensure!(c.apiserver_get(0, "/livez").await?.0 == 200);
         anyhow::ensure!(c.apiserver_get(0, "/readyz").await?.0 == 200);

@@ -495,6 +495,18 @@ pub async fn raw_api_client(
     identity: Option<(&Path, &Path)>,
     url: &str,
 ) -> anyhow::Result<kl_api::api_client::ApiClient<tonic::transport::Channel>> {
+    Ok(kl_api::api_client::ApiClient::new(
+        api_channel(ca, identity, url).await?,
+    ))
+}
+
+/// A connected gRPC channel to `url` (mutual TLS with `identity` if given), for any service
+/// the apiserver serves (the API, gRPC health).
+pub async fn api_channel(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    url: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
     let tls = kl_tls::ClientTls::load(ca, identity)?
         .tonic_config()
         .domain_name("localhost");
@@ -505,7 +517,7 @@ pub async fn raw_api_client(
         .connect()
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    Ok(kl_api::api_client::ApiClient::new(channel))
+    Ok(channel)
 }
 
 impl ApiCluster {
