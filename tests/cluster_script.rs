@@ -1,6 +1,7 @@
 //! The README's first command: `scripts/cluster up` starts a 3-member etcd-lite cluster with
-//! mutual TLS, prints an etcdctl line that works as printed, `status` reports it, and `down`
-//! stops every process it started.
+//! mutual TLS, three apiservers on it and the lb in front of them, prints an etcdctl line that
+//! works as printed, writes kubeconfigs that point at the lb (which answers `/readyz` from an
+//! apiserver), `status` reports it all, and `down` stops every process it started.
 //!
 //! It runs the script with its state in a temporary directory, the debug binaries, and ports
 //! moved by an offset, so that it never touches a cluster a developer has up.
@@ -74,6 +75,12 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn cluster_up_prints_a_working_etcdctl_line_and_down_stops_everything() {
     testkit::etcd_bin().expect("etcd-lite is built");
+    for bin in ["apiserver", "lb", "kubectl-lite"] {
+        assert!(
+            testkit::bin_path(bin).is_file(),
+            "{bin} is not built: run `cargo build --workspace --bins` first"
+        );
+    }
     let script = Script {
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         state: tempfile::tempdir().expect("temp dir"),
@@ -109,10 +116,77 @@ fn cluster_up_prints_a_working_etcdctl_line_and_down_stops_everything() {
         );
     }
 
+    // The API: each apiserver, and the lb in front of them, over TLS with the cluster CA.
+    assert!(
+        out.contains("API is up (3 apiservers behind the lb, mutual TLS)"),
+        "{out}"
+    );
+    let state = script.state.path();
+    let ca = state.join("pki/ca.crt");
+    let lb = format!("https://127.0.0.1:{}", 6443 + PORT_OFFSET);
+    let apiservers =
+        [16443, 26443, 36443].map(|p| format!("https://127.0.0.1:{}", p + PORT_OFFSET));
+    for url in apiservers.iter().chain([&lb]) {
+        let readyz = Command::new("curl")
+            .args(["-fsS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .arg(format!("{url}/readyz"))
+            .output()
+            .expect("running curl");
+        assert!(readyz.status.success(), "{url}/readyz: {}", text(&readyz));
+    }
+    let stats = Command::new("curl")
+        .args(["-fsS", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{}/metrics", 8404 + PORT_OFFSET))
+        .output()
+        .expect("running curl");
+    assert!(stats.status.success(), "lb stats: {}", text(&stats));
+    for log in ["apiserver1", "apiserver2", "apiserver3", "lb"] {
+        assert!(state.join(format!("logs/{log}.log")).is_file(), "{log}.log");
+    }
+
+    // Kubeconfigs for the admin and each component, all pointing at the lb, with an identity
+    // that chains to the cluster CA.
+    let ca_pem = std::fs::read(&ca).unwrap();
+    for (file, user) in [
+        ("admin", "kubernetes-admin"),
+        ("controller-manager", "system:kube-controller-manager"),
+        ("scheduler", "system:kube-scheduler"),
+    ] {
+        let path = state.join(format!("{file}.kubeconfig"));
+        let r = kl_client::Kubeconfig::load(&path)
+            .and_then(|k| k.resolve(None))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(r.server, lb, "{file}");
+        assert_eq!(r.user, user, "{file}");
+        let cert = r.client_cert_pem.expect("a client certificate");
+        kl_pki::verify_issued_by(&cert, &ca_pem).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let kubectl_line = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("kubectl-lite --kubeconfig") && l.ends_with("get nodes"))
+        .unwrap_or_else(|| panic!("no kubectl-lite line in:\n{out}"));
+    assert!(
+        kubectl_line.contains(&format!("{}/admin.kubeconfig", state.display())),
+        "{kubectl_line}"
+    );
+    // ... and works as printed, from the repo root: through the lb to an apiserver.
+    let nodes = Command::new("timeout")
+        .args(["60", "bash", "-c", kubectl_line])
+        .current_dir(&script.root)
+        .output()
+        .expect("running the printed kubectl-lite line");
+    assert!(nodes.status.success(), "{}", text(&nodes));
+
     let status = script.run(&["status"]);
     assert!(status.status.success(), "status:\n{}", text(&status));
     let pids = script.pids();
-    assert_eq!(pids.len(), 3, "one pid file per member");
+    assert_eq!(
+        pids.len(),
+        7,
+        "one pid file per member, apiserver and the lb"
+    );
     assert!(pids.iter().all(|p| alive(*p)));
 
     let down = script.run(&["down"]);

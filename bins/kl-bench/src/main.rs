@@ -1,12 +1,18 @@
-//! `kl-bench`: kube-lite's etcd v3 load tool, built on `etcd-client` so it drives etcd-lite and
-//! real etcd the same way. `scripts/bench store` runs it against both.
+//! `kl-bench`: kube-lite's load tool, driven by `scripts/bench`.
 //!
 //! ```text
 //! kl-bench store put      --endpoints URLS [--cacert --cert --key] --clients N --total M
 //!                         [--key-size B --val-size B --key-space K --conns C]
 //! kl-bench store get      ... --consistency l|s
 //! kl-bench store failover ... --duration 20s
+//! kl-bench lb backend|load ...                    (see lb.rs)
+//! kl-bench api create --kubeconfig F [--server URL] --clients N --conns C --total M
+//! kl-bench api list   --kubeconfig F --namespace NS --repeat R
+//! kl-bench api watch  --kubeconfig F --server URL --watchers W --conns C --writes M
 //! ```
+//!
+//! `store` is built on `etcd-client`, so it drives etcd-lite and real etcd the same way; `api`
+//! on the generated `kubelite.v1.Api` client with the kubeconfig's TLS identity.
 //!
 //! Each run prints one JSON line: throughput (requests/s), p50/p99/max latency (ms), and
 //! counts; `failover` prints the longest gap between two successful writes while something
@@ -14,6 +20,7 @@
 //! `--max-duration`.
 #![forbid(unsafe_code)]
 
+mod api;
 mod lb;
 mod stats;
 mod store;
@@ -23,7 +30,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "kl-bench", about = "etcd v3 load tool of kube-lite")]
+#[command(name = "kl-bench", about = "load tool of kube-lite (store, lb, API)")]
 struct Cli {
     #[command(subcommand)]
     target: Target,
@@ -40,6 +47,11 @@ enum Target {
     Lb {
         #[command(subcommand)]
         bench: lb::LbBench,
+    },
+    /// Benchmarks of the kube-lite API (`scripts/bench api`).
+    Api {
+        #[command(subcommand)]
+        bench: api::ApiBench,
     },
 }
 
@@ -142,6 +154,10 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Target::Api { bench } => {
+            println!("{}", api::run(bench).await?);
+            return Ok(());
+        }
     };
     let line = match bench {
         StoreBench::Put(load) => store::put(&load).await?,
@@ -196,5 +212,27 @@ mod tests {
         );
         assert_eq!((load.clients, load.total), (16, 100));
         assert!(Cli::try_parse_from(["kl-bench", "store", "put", "--cert=/c"]).is_err());
+    }
+
+    #[test]
+    fn parses_an_api_watch_run() {
+        let cli = Cli::try_parse_from([
+            "kl-bench",
+            "api",
+            "watch",
+            "--kubeconfig=/k",
+            "--server=https://127.0.0.1:16443",
+            "--watchers=1000",
+            "--conns=20",
+            "--writes=50",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.target,
+            Target::Api {
+                bench: api::ApiBench::Watch(_)
+            }
+        ));
+        assert!(Cli::try_parse_from(["kl-bench", "api", "create"]).is_err());
     }
 }
