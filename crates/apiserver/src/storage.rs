@@ -115,6 +115,15 @@ impl ContinueToken {
 }
 
 /// kube-apiserver's message for a continue token whose revision was compacted.
+/// Keys per etcd Range when a list has no limit: 500 objects of JSON stay far below gRPC's
+/// 4 MiB default message size, which a whole 10,000-pod namespace exceeds.
+pub const LIST_CHUNK: i64 = 500;
+
+/// The largest etcd answer the apiserver reads (a page of big objects, a batch of watch
+/// events). gRPC's default is 4 MiB; etcd values may be 1.5 MiB each, so a page of `limit`
+/// objects can be far bigger. kube-apiserver's etcd client has no practical limit either.
+pub const MAX_ETCD_RESPONSE: usize = 1 << 30;
+
 pub const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
 /// One page of a list.
@@ -228,17 +237,18 @@ impl Store {
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
-            if limit > 0 {
-                // When filtering, read a little more per round trip (upstream reads pages of
-                // `limit` too, and loops).
-                opts = opts.with_limit(limit);
-            }
+            // A page of `limit` keys per round trip (upstream reads pages of `limit` too, and
+            // loops while filtering); an unpaginated list is read in chunks of
+            // [`LIST_CHUNK`] at the first chunk's revision, so no single etcd answer outgrows
+            // gRPC's message limit, however many objects there are.
+            opts = opts.with_limit(if limit > 0 { limit } else { LIST_CHUNK });
             let s = start.clone();
             let (resp, _) = self
                 .etcd
-                .call("list", kind.plural(), |mut c| {
+                .call("list", kind.plural(), |c| {
                     let (s, o) = (s.clone(), opts.clone());
-                    async move { c.get(s, Some(o)).await }
+                    let mut kv = c.kv_client().max_decoding_message_size(MAX_ETCD_RESPONSE);
+                    async move { kv.get(s, Some(o)).await }
                 })
                 .await
                 .map_err(|e| match e {
@@ -285,7 +295,7 @@ impl Store {
                 }
                 break;
             }
-            if !resp.more() || limit == 0 {
+            if !resp.more() {
                 break;
             }
             match last_key {

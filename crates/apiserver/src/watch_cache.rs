@@ -481,14 +481,17 @@ impl WatchCache {
             loop {
                 let from = self.revision() + 1;
                 let (i, member) = store.etcd.preferred();
-                let mut client = member.client.clone();
+                let mut watcher = member
+                    .client
+                    .watch_client()
+                    .max_decoding_message_size(storage::MAX_ETCD_RESPONSE);
                 let opts = WatchOptions::new()
                     .with_prefix()
                     .with_start_revision(from)
                     .with_prev_key()
                     .with_progress_notify();
                 let started = tokio::select! {
-                    r = tokio::time::timeout(Duration::from_secs(5), client.watch(prefix.clone(), Some(opts))) => r,
+                    r = tokio::time::timeout(Duration::from_secs(5), watcher.watch(prefix.clone(), Some(opts))) => r,
                     _ = crate::run::stopped(&mut stop) => break 'relist,
                 };
                 let mut stream = match started {

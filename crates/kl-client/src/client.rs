@@ -133,7 +133,9 @@ impl Client {
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         Ok(Client {
-            raw: ApiClient::new(endpoint.connect_lazy()),
+            // A list of every pod of a big cluster is one answer: accept up to 1 GiB, as
+            // client-go has no answer size limit either.
+            raw: ApiClient::new(endpoint.connect_lazy()).max_decoding_message_size(1 << 30),
             server: config.server.clone(),
             namespace: config.namespace.clone(),
             opts,
