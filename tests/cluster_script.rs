@@ -179,13 +179,31 @@ fn cluster_up_prints_a_working_etcdctl_line_and_down_stops_everything() {
         .expect("running the printed kubectl-lite line");
     assert!(nodes.status.success(), "{}", text(&nodes));
 
+    // One controller-manager and one scheduler lead (issue 4); `up` waited for both.
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        assert!(
+            out.contains(&format!("{lease} leader: ")),
+            "no {lease} leader reported in:\n{out}"
+        );
+    }
+    let leases = Command::new("timeout")
+        .args(["60", "bash", "-c"])
+        .arg(kubectl_line.replace("get nodes", "get leases -n kube-system -o name"))
+        .current_dir(&script.root)
+        .output()
+        .expect("running kubectl-lite get leases");
+    let names = String::from_utf8_lossy(&leases.stdout);
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        assert!(names.contains(&format!("/{lease}")), "{}", text(&leases));
+    }
+
     let status = script.run(&["status"]);
     assert!(status.status.success(), "status:\n{}", text(&status));
     let pids = script.pids();
     assert_eq!(
         pids.len(),
-        7,
-        "one pid file per member, apiserver and the lb"
+        13,
+        "one pid file per member, apiserver, the lb, controller-manager and scheduler"
     );
     assert!(pids.iter().all(|p| alive(*p)));
 

@@ -296,11 +296,13 @@ async fn kubectl_through_the_lb() {
 
         // A list bigger than gRPC's default 4 MiB message (30 pods of 200 KiB) comes back
         // whole: the apiserver reads etcd in chunks and the client accepts big answers.
-        let mut ns = kl_api::Namespace::default();
-        ns.metadata = Some(ObjectMeta {
-            name: "big".into(),
+        let ns = kl_api::Namespace {
+            metadata: Some(ObjectMeta {
+                name: "big".into(),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         create(&mut api, ns).await?;
         for i in 0..30 {
             let mut p = pod(&format!("big-{i}"), &[]);
@@ -309,8 +311,14 @@ async fn kubectl_through_the_lb() {
             m.annotations.insert("blob".into(), "x".repeat(200 << 10));
             create(&mut api, p).await?;
         }
-        let out = ok(c.kubectl(&["get", "pods", "-n", "big", "-o", "name"]).await?)?;
-        anyhow::ensure!(out.lines().count() == 30, "{} pods listed", out.lines().count());
+        let out = ok(c
+            .kubectl(&["get", "pods", "-n", "big", "-o", "name"])
+            .await?)?;
+        anyhow::ensure!(
+            out.lines().count() == 30,
+            "{} pods listed",
+            out.lines().count()
+        );
 
         // version and cluster-info.
         let out = ok(c.kubectl(&["version"]).await?)?;

@@ -151,6 +151,7 @@ pub async fn delete(
             grace_period_seconds: grace,
             preconditions: None,
             fencing: None,
+            ..Default::default()
         })
         .await?
         .into_inner())

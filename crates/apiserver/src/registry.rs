@@ -21,6 +21,9 @@ use crate::storage::{self, Cond, FenceGuard, Outcome, Page, Store, Write};
 use crate::strategy::{self, DeleteAction, UpdateMode};
 use crate::watch_cache::{Caches, Filter, Subscription};
 
+/// The finalizer an orphaning delete adds (upstream's `metav1.FinalizerOrphanDependents`).
+pub const FINALIZER_ORPHAN: &str = "orphan";
+
 /// How many times a write re-reads and retries after losing a race it did not ask to lose.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -320,6 +323,15 @@ impl Registry {
                 why: "this namespace may not be deleted".into(),
             });
         }
+        let orphan = match req.propagation_policy.as_str() {
+            "" | "Background" => false,
+            "Orphan" => true,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "propagationPolicy: Unsupported value: {other:?}: supported values: \"Background\", \"Orphan\""
+                )))
+            }
+        };
         let pre = req.preconditions.clone().unwrap_or_default();
         let pinned = parse_rv(&pre.resource_version)?;
         let key = self.store.key(kind, &ns, name);
@@ -351,12 +363,30 @@ impl Registry {
                     ));
                 }
             }
-            let (write, result) =
-                match strategy::decide_delete(&old, req.grace_period_seconds, SystemTime::now()) {
-                    DeleteAction::Unchanged => return Ok((old, false)),
-                    DeleteAction::Remove => (Write::Delete, None),
-                    DeleteAction::Mark(o) => (Write::Put(storage::encode(&o)), Some(*o)),
-                };
+            // Orphan (upstream's DeleteOptions.propagationPolicy): the `orphan` finalizer holds
+            // the object until the garbage collector has released its dependents.
+            let mut subject = old.clone();
+            let add_orphan = orphan && !meta.finalizers.iter().any(|f| f == FINALIZER_ORPHAN);
+            if add_orphan {
+                subject
+                    .metadata_mut()
+                    .finalizers
+                    .push(FINALIZER_ORPHAN.to_string());
+            }
+            let action = match strategy::decide_delete(
+                &subject,
+                req.grace_period_seconds,
+                SystemTime::now(),
+            ) {
+                // Already being deleted: only the finalizer is new.
+                DeleteAction::Unchanged if add_orphan => DeleteAction::Mark(Box::new(subject)),
+                a => a,
+            };
+            let (write, result) = match action {
+                DeleteAction::Unchanged => return Ok((old, false)),
+                DeleteAction::Remove => (Write::Delete, None),
+                DeleteAction::Mark(o) => (Write::Put(storage::encode(&o)), Some(*o)),
+            };
             match self
                 .cas(
                     kind,

@@ -213,6 +213,7 @@ impl DynamicApi {
             grace_period_seconds: dp.grace_period_seconds,
             preconditions: dp.preconditions.clone(),
             fencing: self.fencing.clone(),
+            propagation_policy: dp.propagation_policy.clone().unwrap_or_default(),
         };
         let resp = self
             .client

@@ -11,10 +11,11 @@
 //! * [`api`]: the verbs: [`DynamicApi`] over [`kl_api::Object`] by kind (kubectl) and the typed
 //!   [`Api<K>`] on top (controllers); optional fencing tokens on writes.
 //! * [`params`]: list, watch and delete options; [`watch`]: watch events and streams.
-//! * Issue 4 adds here: `informer` (list + watch into a cache, resuming and relisting on
-//!   Expired, the watcher state machine of kube-runtime), `workqueue` (rate-limited,
-//!   de-duplicating keys for reconcilers), and `leader_election` (Lease-based, client-go
-//!   timings, handing out the [`kl_api::FencingToken`] writes carry).
+//! * [`informer`]: list + watch into a shared cache, resuming from the last resourceVersion and
+//!   relisting on Expired (the watcher state machine of kube-runtime).
+//! * [`workqueue`]: rate-limited, de-duplicating keys for reconcilers, with per-key backoff.
+//! * [`leader_election`]: Lease-based leader election with client-go's semantics and timings,
+//!   handing out the [`kl_api::FencingToken`] a leader's writes carry.
 //!
 //! It must never talk to etcd: everything goes through the apiserver (in a cluster, through the
 //! lb).
@@ -23,15 +24,21 @@
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod informer;
 pub mod kubeconfig;
+pub mod leader_election;
 pub mod params;
 pub mod retry;
 pub mod watch;
+pub mod workqueue;
 
 pub use api::{Api, DeleteOutcome, DynamicApi, ObjectList};
 pub use client::{Client, ClientOptions, ConfigError};
 pub use error::{ApiError, Reason, TransportFailure};
+pub use informer::{Informer, InformerConfig, Store};
 pub use kubeconfig::{Kubeconfig, KubeconfigError, ResolvedConfig};
+pub use leader_election::{LeaderElectionConfig, LeaderElector, Leadership};
 pub use params::{DeleteParams, ListParams, WatchParams};
 pub use retry::RetryPolicy;
 pub use watch::{WatchEvent, WatchStream};
+pub use workqueue::WorkQueue;

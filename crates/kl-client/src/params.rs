@@ -87,11 +87,20 @@ pub struct DeleteParams {
     pub grace_period_seconds: Option<i64>,
     /// Delete only if the object still has this uid / resourceVersion (else Conflict).
     pub preconditions: Option<kl_api::Preconditions>,
+    /// `Background` (None: the default) or `Orphan` (kubectl's `--cascade=orphan`): whether the
+    /// garbage collector deletes the object's dependents or leaves them, without owner.
+    pub propagation_policy: Option<String>,
 }
 
 impl DeleteParams {
     pub fn grace_period(mut self, seconds: i64) -> Self {
         self.grace_period_seconds = Some(seconds);
+        self
+    }
+
+    /// Leaves the object's dependents in place (kubectl's `--cascade=orphan`).
+    pub fn orphan(mut self) -> Self {
+        self.propagation_policy = Some("Orphan".to_string());
         self
     }
 

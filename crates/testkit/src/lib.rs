@@ -11,6 +11,8 @@
 //!   kill, pause, restart, wipe and re-add them.
 //! * [`api`]: [`ApiCluster`], a store cluster plus n apiservers and the lb in front of them,
 //!   with kubeconfigs and `kubectl-lite` pointed at the lb.
+//! * [`components`]: leader-elected controller-managers and schedulers against an
+//!   [`ApiCluster`], with their own kubeconfigs and HTTPS health ports.
 //! * [`command`]: running a command-line tool, bounded, with its output captured.
 //! * [`slots`]: at most `KL_TEST_MAX_CLUSTERS` (default 1) clusters at once per machine, across
 //!   test processes (nextest runs each test in its own process).
@@ -26,6 +28,7 @@
 pub mod api;
 pub mod bins;
 pub mod command;
+pub mod components;
 pub mod etcd;
 pub mod etcdctl;
 pub mod grpc;

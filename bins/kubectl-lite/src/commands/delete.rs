@@ -44,6 +44,11 @@ pub struct DeleteArgs {
     /// Remove at once, without waiting for the kubelet (grace period 0).
     #[arg(long)]
     pub force: bool,
+    /// What happens to the objects' dependents (pods of a ReplicaSet), as kubectl's flag:
+    /// `background` (the garbage collector deletes them) or `orphan` (they are left alone).
+    /// `foreground` is not supported.
+    #[arg(long, default_value = "background", value_name = "background|orphan")]
+    pub cascade: String,
     /// Treat "resource not found" as a successful delete.
     #[arg(long)]
     pub ignore_not_found: bool,
@@ -64,9 +69,20 @@ impl DeleteArgs {
         } else {
             self.grace_period
         };
+        let propagation_policy = match self.cascade.as_str() {
+            // kubectl accepts the old boolean spellings too.
+            "background" | "true" => "Background",
+            "orphan" | "false" => "Orphan",
+            other => {
+                return Err(usage(format!(
+                    "invalid --cascade value {other:?}: must be one of background, orphan"
+                )))
+            }
+        };
         Ok(DeleteParams {
             grace_period_seconds: (grace >= 0).then_some(grace),
             preconditions: None,
+            propagation_policy: Some(propagation_policy.to_string()),
         })
     }
 }
@@ -233,5 +249,22 @@ mod tests {
         assert!(parse(&["pod", "x", "--wait"]).wait);
         assert!(!parse(&["pod", "x", "--wait=false"]).wait);
         assert!(!parse(&["pod", "x"]).wait);
+    }
+
+    #[test]
+    fn cascade_maps_to_the_propagation_policy() {
+        let policy = |args: &[&str]| parse(args).params().map(|p| p.propagation_policy);
+        assert_eq!(
+            policy(&["rs", "web"]).unwrap().as_deref(),
+            Some("Background")
+        );
+        assert_eq!(
+            policy(&["rs", "web", "--cascade=orphan"])
+                .unwrap()
+                .as_deref(),
+            Some("Orphan")
+        );
+        let err = policy(&["rs", "web", "--cascade=foreground"]).unwrap_err();
+        assert!(err.to_string().contains("--cascade"), "{err}");
     }
 }
