@@ -9,10 +9,13 @@
 //! kl-bench api create --kubeconfig F [--server URL] --clients N --conns C --total M
 //! kl-bench api list   --kubeconfig F --namespace NS --repeat R
 //! kl-bench api watch  --kubeconfig F --server URL --watchers W --conns C --writes M
+//! kl-bench lease holder   --kubeconfig F --lease NS/NAME
+//! kl-bench lease takeover --kubeconfig F --lease NS/NAME --holder ID --pid P --signal KILL|TERM
 //! ```
 //!
 //! `store` is built on `etcd-client`, so it drives etcd-lite and real etcd the same way; `api`
-//! on the generated `kubelite.v1.Api` client with the kubeconfig's TLS identity.
+//! on the generated `kubelite.v1.Api` client with the kubeconfig's TLS identity; `lease` on
+//! kl-client (see lease.rs: the takeover time of a leader-elected component).
 //!
 //! Each run prints one JSON line: throughput (requests/s), p50/p99/max latency (ms), and
 //! counts; `failover` prints the longest gap between two successful writes while something
@@ -22,6 +25,7 @@
 
 mod api;
 mod lb;
+mod lease;
 mod stats;
 mod store;
 
@@ -52,6 +56,11 @@ enum Target {
     Api {
         #[command(subcommand)]
         bench: api::ApiBench,
+    },
+    /// Leader election: who holds a Lease, how long a takeover takes (`scripts/bench failover`).
+    Lease {
+        #[command(subcommand)]
+        bench: lease::LeaseBench,
     },
 }
 
@@ -158,6 +167,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", api::run(bench).await?);
             return Ok(());
         }
+        Target::Lease { bench } => {
+            println!("{}", lease::run(bench).await?);
+            return Ok(());
+        }
     };
     let line = match bench {
         StoreBench::Put(load) => store::put(&load).await?,
@@ -234,5 +247,36 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["kl-bench", "api", "create"]).is_err());
+    }
+
+    #[test]
+    fn parses_a_lease_takeover_run() {
+        let cli = Cli::try_parse_from([
+            "kl-bench",
+            "lease",
+            "takeover",
+            "--kubeconfig=/k",
+            "--lease=kube-system/kube-scheduler",
+            "--holder=host_1234",
+            "--pid=42",
+            "--signal=TERM",
+            "--poll=50ms",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.target,
+            Target::Lease {
+                bench: lease::LeaseBench::Takeover(_)
+            }
+        ));
+        // The holder and the pid are what make a trial: both required.
+        assert!(Cli::try_parse_from([
+            "kl-bench",
+            "lease",
+            "takeover",
+            "--kubeconfig=/k",
+            "--pid=42"
+        ])
+        .is_err());
     }
 }

@@ -14,8 +14,14 @@
 //!   masters is harmless; only a difference in clock *rate* would matter.
 //! * An empty holderIdentity (a released Lease) may be taken at once.
 //! * Taking over increments leaseTransitions; renewing keeps it and acquireTime.
-//! * Candidates retry every retry period, jittered by up to [`JITTER_FACTOR`] × retry period
-//!   (client-go's `wait.JitterUntil`), so that standbys do not move in lockstep.
+//! * Candidates retry at jittered intervals so that standbys do not move in lockstep, but
+//!   (deviation from client-go, whose `wait.JitterUntil` waits 1 to 1 + [`JITTER_FACTOR`] retry
+//!   periods) a standby waits a random time between half a retry period and one retry period
+//!   ([`STANDBY_JITTER`]), and never past the moment the record it observed expires on its own
+//!   clock. So after a leader's `kill -9` a standby takes over within lease duration + retry
+//!   period, and after a release within one retry period: the bounds kube-lite promises
+//!   (client-go's jitter can add up to 2.4 retry periods to both). `JITTER_FACTOR` still sets
+//!   client-go's validation rule for the renew deadline.
 //! * The leader renews every retry period. Deviations from client-go, both stricter: the renew
 //!   deadline counts from the last *successful* renewal (client-go counts from the start of a
 //!   renew round, up to one retry period later), and a leader that observes another holder
@@ -81,6 +87,13 @@ use crate::client::Client;
 /// client-go's `JitterFactor`: candidates wait retry period × (1 + up to this) between tries,
 /// and the renew deadline must exceed retry period × this.
 pub const JITTER_FACTOR: f64 = 1.2;
+
+/// A standby waits between (1 − this) and 1 retry periods between tries.
+pub const STANDBY_JITTER: f64 = 0.5;
+
+/// How long after the observed record's expiry a standby tries, so that its try lands after
+/// the expiry on its own clock.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(20);
 
 /// How long past its lease a leader may go unrenewed before [`LeaderElector::check`] fails
 /// (kube-controller-manager's and kube-scheduler's `NewLeaderHealthzAdaptor(20 * time.Second)`).
@@ -438,17 +451,7 @@ impl LeaderElector {
 
     /// Whether the observed record holds: seen changed less than its leaseDurationSeconds ago.
     fn lease_valid(&self, now: Instant) -> bool {
-        let o = self.observed();
-        let (Some(lease), Some(t)) = (&o.lease, o.time) else {
-            return false;
-        };
-        let secs = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.lease_duration_seconds)
-            .unwrap_or(0)
-            .max(0) as u64;
-        t + Duration::from_secs(secs) > now
+        self.observed_expiry().is_some_and(|expiry| expiry > now)
     }
 
     fn is_holder(spec: Option<&LeaseSpec>, me: &str) -> bool {
@@ -571,10 +574,38 @@ impl LeaderElector {
         }
     }
 
-    /// A jittered retry wait: retry period × [1, 1 + JITTER_FACTOR).
+    /// A standby's wait before its next try: retry period × (1 − [`STANDBY_JITTER`], 1], cut
+    /// short to just after the observed record expires (on this process's clock) when that
+    /// comes sooner. See the module docs for why this differs from client-go.
     fn jittered(&self) -> Duration {
         let rp = self.inner.config.retry_period;
-        rp + rp.mul_f64(rand::thread_rng().gen_range(0.0..JITTER_FACTOR))
+        let base = rp.mul_f64(1.0 - rand::thread_rng().gen_range(0.0..STANDBY_JITTER));
+        match self.observed_expiry() {
+            Some(expiry) => {
+                let now = Instant::now();
+                if expiry > now {
+                    base.min(expiry - now + EXPIRY_MARGIN)
+                } else {
+                    base
+                }
+            }
+            None => base,
+        }
+    }
+
+    /// When the observed record expires: seen changed + its leaseDurationSeconds.
+    fn observed_expiry(&self) -> Option<Instant> {
+        let o = self.observed();
+        let (Some(lease), Some(t)) = (&o.lease, o.time) else {
+            return None;
+        };
+        let secs = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or(0)
+            .max(0) as u64;
+        Some(t + Duration::from_secs(secs))
     }
 
     /// Stands for election until leading, then runs `lead` while renewing. Returns when
