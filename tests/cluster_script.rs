@@ -1,7 +1,9 @@
 //! The README's first command: `scripts/cluster up` starts a 3-member etcd-lite cluster with
-//! mutual TLS, three apiservers on it and the lb in front of them, prints an etcdctl line that
-//! works as printed, writes kubeconfigs that point at the lb (which answers `/readyz` from an
-//! apiserver), `status` reports it all, and `down` stops every process it started.
+//! mutual TLS, three apiservers on it and the lb in front of them, the controllers, and three
+//! workers whose nodes are Ready; it prints an etcdctl line that works as printed, writes
+//! kubeconfigs that point at the lb (which answers `/readyz` from an apiserver); a pod runs on a
+//! worker and `kubectl-lite logs` reads it; `status` reports it all, and `down` stops every
+//! process it started, the pod's included.
 //!
 //! It runs the script with its state in a temporary directory, the debug binaries, and ports
 //! moved by an offset, so that it never touches a cluster a developer has up.
@@ -50,8 +52,19 @@ impl Drop for Script {
     fn drop(&mut self) {
         // Whatever happened above, leave nothing running.
         let _ = self.run(&["down"]);
-        for pid in self.pids() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let state = self.state.path();
+        // Should `down` have failed: the components, then the pods' shims and containers.
+        let mut leftovers = self.pids();
+        leftovers.extend(container_pids(state));
+        leftovers.extend(
+            processes_under(state)
+                .iter()
+                .filter_map(|p| p.split(':').next()?.parse::<i32>().ok()),
+        );
+        for pid in leftovers {
+            if alive(pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
         }
     }
 }
@@ -65,6 +78,55 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Processes whose command line or working directory is under `dir`: what a cluster with its
+/// state in `dir` runs (kubelets' shims and containers included).
+fn processes_under(dir: &Path) -> Vec<String> {
+    let dir_text = dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !alive(pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        if cmdline.contains(&dir_text) || cwd.starts_with(dir) {
+            found.push(format!("{pid}: {cmdline} (cwd {})", cwd.display()));
+        }
+    }
+    found
+}
+
+/// The pids the kubelets' runtime recorded for containers (`<root-dir>/pods/<uid>/.runtime/
+/// <container>/<attempt>.json`, field `pid`) under `state`.
+fn container_pids(state: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let mut dirs = vec![state.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "json")
+                && p.components().any(|c| c.as_os_str() == ".runtime")
+            {
+                let v: serde_json::Value = std::fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                if let Some(pid) = v["pid"].as_i64() {
+                    pids.push(pid as i32);
+                }
+            }
+        }
+    }
+    pids
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -73,9 +135,16 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
-fn cluster_up_prints_a_working_etcdctl_line_and_down_stops_everything() {
+fn cluster_up_runs_workers_and_prints_working_lines_and_down_stops_everything() {
     testkit::etcd_bin().expect("etcd-lite is built");
-    for bin in ["apiserver", "lb", "kubectl-lite"] {
+    for bin in [
+        "apiserver",
+        "lb",
+        "kubectl-lite",
+        "controller-manager",
+        "scheduler",
+        "kubelet-lite",
+    ] {
         assert!(
             testkit::bin_path(bin).is_file(),
             "{bin} is not built: run `cargo build --workspace --bins` first"
@@ -197,18 +266,127 @@ fn cluster_up_prints_a_working_etcdctl_line_and_down_stops_everything() {
         assert!(names.contains(&format!("/{lease}")), "{}", text(&leases));
     }
 
+    // Three workers, their nodes Ready (`up` waited for it), each kubelet's /healthz on its
+    // HTTPS port, verified against the cluster CA.
+    let kubectl = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg(testkit::bin_path("kubectl-lite"))
+            .arg("--kubeconfig")
+            .arg(state.join("admin.kubeconfig"))
+            .args(args)
+            .output()
+            .expect("running kubectl-lite")
+    };
+    assert!(
+        out.contains("Workers (kubelet-lite; nodes Ready):"),
+        "{out}"
+    );
+    let nodes = kubectl(&["get", "nodes", "--no-headers"]);
+    assert!(nodes.status.success(), "{}", text(&nodes));
+    let table = String::from_utf8_lossy(&nodes.stdout);
+    for (i, name) in ["worker1", "worker2", "worker3"].iter().enumerate() {
+        assert!(
+            table.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first() == Some(name) && cols.get(1) == Some(&"Ready")
+            }),
+            "{name} is not Ready in:\n{table}"
+        );
+        let port = [10250, 20250, 30250][i] + PORT_OFFSET;
+        let healthz = Command::new("curl")
+            .args(["-fsS", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .expect("running curl");
+        assert!(
+            healthz.status.success(),
+            "{name} /healthz: {}",
+            text(&healthz)
+        );
+        assert!(state.join(format!("{name}.kubeconfig")).is_file());
+        assert!(state.join(format!("logs/{name}.log")).is_file());
+    }
+
+    // A pod runs on a worker, and its log comes back through the lb, an apiserver and the
+    // worker's kubelet.
+    let manifest = state.join("sleeper.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  containers:\n  - name: sleeper\n    command: [sh, -c, 'echo hello from the sleeper; exec sleep 3600']\n",
+    )
+    .unwrap();
+    let created = kubectl(&["create", "-f", &manifest.display().to_string()]);
+    assert!(created.status.success(), "{}", text(&created));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let logs = kubectl(&["logs", "sleeper"]);
+        if logs.status.success()
+            && String::from_utf8_lossy(&logs.stdout).contains("hello from the sleeper")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log from the sleeper pod within 90s; last try: {}\npods: {}",
+            text(&logs),
+            text(&kubectl(&["get", "pods", "-o", "wide"]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        !processes_under(state).is_empty(),
+        "the cluster's processes are found by their state dir"
+    );
+    let containers = container_pids(state);
+    assert!(
+        containers.iter().any(|p| alive(*p)),
+        "the sleeper's container pid is recorded: {containers:?}"
+    );
+
     let status = script.run(&["status"]);
     assert!(status.status.success(), "status:\n{}", text(&status));
+    let status_out = String::from_utf8_lossy(&status.stdout);
+    for name in ["worker1", "worker2", "worker3"] {
+        assert!(
+            status_out
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(" yes ") && l.contains(" ok ")),
+            "{name} not alive and healthy in:\n{status_out}"
+        );
+    }
     let pids = script.pids();
     assert_eq!(
         pids.len(),
-        13,
-        "one pid file per member, apiserver, the lb, controller-manager and scheduler"
+        16,
+        "one pid file per member, apiserver, the lb, controller-manager, scheduler and worker"
     );
     assert!(pids.iter().all(|p| alive(*p)));
 
     let down = script.run(&["down"]);
     assert!(down.status.success(), "down:\n{}", text(&down));
+    // Nothing is left: not the components, not the pod's shim nor its container.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut left = processes_under(state);
+        left.extend(
+            containers
+                .iter()
+                .filter(|p| alive(**p))
+                .map(|p| format!("container {p}")),
+        );
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left after down:\n{}\n{}",
+            left.join("\n"),
+            text(&down)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while pids.iter().any(|p| alive(*p)) {
         assert!(

@@ -21,7 +21,9 @@ fn main() {
     let mut config = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .btree_map(".");
+        .btree_map(".")
+        // Log chunks are relayed as they arrive, without a copy.
+        .bytes(".kubelite.v1.LogChunk");
     for m in &messages {
         config = config
             .type_attribute(
@@ -32,7 +34,8 @@ fn main() {
             .field_attribute(m, "#[serde(skip_serializing_if = \"crate::is_default\")]");
     }
     config
-        // Kubernetes spells these with an upper-case acronym.
+        // Kubernetes spells these with an upper-case acronym (and DaemonEndpoint's `Port` with a
+        // capital, as upstream's json tag has it).
         .field_attribute(
             ".kubelite.v1.PodStatus.pod_ip",
             "#[serde(rename = \"podIP\")]",
@@ -40,6 +43,22 @@ fn main() {
         .field_attribute(
             ".kubelite.v1.PodStatus.host_ip",
             "#[serde(rename = \"hostIP\")]",
+        )
+        .field_attribute(
+            ".kubelite.v1.DaemonEndpoint.port",
+            "#[serde(rename = \"Port\")]",
+        )
+        .field_attribute(
+            ".kubelite.v1.NodeSystemInfo.machine_id",
+            "#[serde(rename = \"machineID\")]",
+        )
+        .field_attribute(
+            ".kubelite.v1.NodeSystemInfo.system_uuid",
+            "#[serde(rename = \"systemUUID\")]",
+        )
+        .field_attribute(
+            ".kubelite.v1.NodeSystemInfo.boot_id",
+            "#[serde(rename = \"bootID\")]",
         )
         .compile_protos(&[types, api], &["../../proto"])
         .expect("compiling proto/kubelite/v1 (is protoc installed? scripts/setup installs it)");

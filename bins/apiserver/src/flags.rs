@@ -74,6 +74,35 @@ pub struct Flags {
     /// The interval of compaction requests. If 0, compaction from the apiserver is disabled.
     #[arg(long, default_value = "5m", value_parser = kl_cli::duration)]
     pub etcd_compaction_interval: Duration,
+
+    /// List of the preferred NodeAddressTypes to use for kubelet connections (Hostname,
+    /// InternalIP, ExternalIP, InternalDNS, ExternalDNS), comma separated. Default: kubeadm's.
+    #[arg(
+        long,
+        value_name = "TYPES",
+        value_delimiter = ',',
+        default_value = "InternalIP,ExternalIP,Hostname"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
+
+    /// Path to a client cert file for TLS towards kubelets (kubectl-lite certs generate writes
+    /// apiserver-kubelet-client.crt).
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+
+    /// Path to a client key file for TLS towards kubelets.
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_key: Option<PathBuf>,
+
+    /// Path to a cert file for the certificate authority that signs kubelets' serving
+    /// certificates. Default: --client-ca-file (kube-lite has one CA). Kubelets are always
+    /// verified.
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+
+    /// Timeout for reaching a kubelet (connection, TLS, the answer's head).
+    #[arg(long, default_value = "5s", value_parser = kl_cli::duration)]
+    pub kubelet_timeout: Duration,
 }
 
 /// A comma-separated URL list as one flag value.
@@ -102,6 +131,16 @@ impl Flags {
             max_requests_inflight: self.max_requests_inflight,
             watch_cache_size: self.default_watch_cache_size,
             etcd_compaction_interval: self.etcd_compaction_interval,
+            kubelet_preferred_address_types: self
+                .kubelet_preferred_address_types
+                .iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            kubelet_client_certificate: self.kubelet_client_certificate.clone(),
+            kubelet_client_key: self.kubelet_client_key.clone(),
+            kubelet_certificate_authority: self.kubelet_certificate_authority.clone(),
+            kubelet_timeout: self.kubelet_timeout,
             ..Config::default()
         }
     }
@@ -120,6 +159,27 @@ mod tests {
         assert_eq!(c.max_requests_inflight, 400);
         assert_eq!(c.shutdown_delay, Duration::ZERO);
         assert_eq!(c.etcd_compaction_interval, Duration::from_secs(300));
+        assert_eq!(
+            c.kubelet_preferred_address_types,
+            ["InternalIP", "ExternalIP", "Hostname"]
+        );
+        assert_eq!(c.kubelet_timeout, Duration::from_secs(5));
+        assert_eq!(c.kubelet_certificate_authority, None);
+        let c = Flags::parse_from([
+            "apiserver",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
+            "--kubelet-client-certificate=/pki/apiserver-kubelet-client.crt",
+            "--kubelet-client-key",
+            "/pki/apiserver-kubelet-client.key",
+            "--kubelet-timeout=2s",
+        ])
+        .config();
+        assert_eq!(
+            c.kubelet_preferred_address_types,
+            ["Hostname", "InternalIP"]
+        );
+        assert!(c.kubelet_client_key.is_some() && c.kubelet_client_certificate.is_some());
+        assert_eq!(c.kubelet_timeout, Duration::from_secs(2));
         let f = Flags::parse_from([
             "apiserver",
             "--etcd-servers=https://127.0.0.1:2379,https://127.0.0.1:2380",

@@ -574,6 +574,10 @@ mod tests {
         async fn cluster_info(&self, _: Request<ClusterInfoRequest>) -> Res<ClusterInfoResponse> {
             Err(Status::unimplemented("cluster_info"))
         }
+        type PodLogsStream = Pin<Box<dyn Stream<Item = Result<kl_api::LogChunk, Status>> + Send>>;
+        async fn pod_logs(&self, _: Request<kl_api::PodLogsRequest>) -> Res<Self::PodLogsStream> {
+            Err(Status::unimplemented("pod_logs"))
+        }
     }
 
     /// Serves the mock with the generated apiserver certificate; returns the admin kubeconfig.

@@ -41,6 +41,19 @@ pub struct Config {
     pub etcd_attempt_timeout: Duration,
     /// How long one etcd call may take across members and retries.
     pub etcd_call_timeout: Duration,
+    /// `--kubelet-preferred-address-types`: which of a Node's `status.addresses` the apiserver
+    /// dials its kubelet at (pods/log), the first type present winning. kubeadm's order.
+    pub kubelet_preferred_address_types: Vec<String>,
+    /// `--kubelet-client-certificate` / `--kubelet-client-key`: the apiserver's identity towards
+    /// kubelets (kl-pki's `apiserver-kubelet-client`). Without them kubelets refuse it.
+    pub kubelet_client_certificate: Option<PathBuf>,
+    pub kubelet_client_key: Option<PathBuf>,
+    /// `--kubelet-certificate-authority`: the CA kubelets' serving certificates must chain to.
+    /// Unset: `--client-ca-file` (kube-lite has one CA for everything). Upstream then skips
+    /// verification; kube-lite never does.
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// `--kubelet-timeout`: bound on reaching a kubelet (TCP, TLS) and on its answer's head.
+    pub kubelet_timeout: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +76,14 @@ impl Default for Config {
             etcd_compaction_interval: Duration::from_secs(300),
             etcd_attempt_timeout: Duration::from_secs(3),
             etcd_call_timeout: Duration::from_secs(20),
+            kubelet_preferred_address_types: crate::kubelet::DEFAULT_ADDRESS_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            kubelet_client_certificate: None,
+            kubelet_client_key: None,
+            kubelet_certificate_authority: None,
+            kubelet_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -108,7 +129,38 @@ impl Config {
         if self.watch_cache_size == 0 {
             return err("--default-watch-cache-size must be at least 1".into());
         }
+        if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
+            return err(
+                "--kubelet-client-certificate and --kubelet-client-key must be given together"
+                    .into(),
+            );
+        }
+        if self.kubelet_preferred_address_types.is_empty() {
+            return err(format!(
+                "--kubelet-preferred-address-types must name at least one address type, e.g. {}",
+                crate::kubelet::DEFAULT_ADDRESS_TYPES.join(",")
+            ));
+        }
+        for t in &self.kubelet_preferred_address_types {
+            if !crate::kubelet::ADDRESS_TYPES.contains(&t.as_str()) {
+                return err(format!(
+                    "--kubelet-preferred-address-types: unknown address type {t:?}, use {}",
+                    crate::kubelet::ADDRESS_TYPES.join(", ")
+                ));
+            }
+        }
+        if self.kubelet_timeout.is_zero() {
+            return err("--kubelet-timeout must be greater than 0, e.g. 5s".into());
+        }
         Ok(())
+    }
+
+    /// The CA kubelets' serving certificates must chain to: `--kubelet-certificate-authority`,
+    /// else `--client-ca-file`.
+    pub fn kubelet_ca(&self) -> Option<&std::path::Path> {
+        self.kubelet_certificate_authority
+            .as_deref()
+            .or(self.client_ca_file.as_deref())
     }
 
     /// The prefix without a trailing slash.
@@ -173,6 +225,34 @@ mod tests {
         let mut c = good();
         c.etcd_prefix = "registry".into();
         assert!(c.validate().unwrap_err().0.starts_with("--etcd-prefix"));
+        let mut c = good();
+        c.kubelet_client_key = Some("k".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("--kubelet-client-certificate and --kubelet-client-key"));
+        let mut c = good();
+        c.kubelet_preferred_address_types = vec!["InternalIP".into(), "Internal".into()];
+        assert!(c.validate().unwrap_err().0.contains("\"Internal\""));
+        c.kubelet_preferred_address_types.clear();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("--kubelet-preferred-address-types"));
+    }
+
+    #[test]
+    fn the_kubelet_ca_defaults_to_the_client_ca() {
+        let mut c = good();
+        assert_eq!(c.kubelet_ca(), Some(std::path::Path::new("ca.crt")));
+        c.kubelet_certificate_authority = Some("kubelet-ca.crt".into());
+        assert_eq!(c.kubelet_ca(), Some(std::path::Path::new("kubelet-ca.crt")));
+        assert_eq!(
+            Config::default().kubelet_preferred_address_types,
+            ["InternalIP", "ExternalIP", "Hostname"]
+        );
     }
 
     #[test]

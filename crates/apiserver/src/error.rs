@@ -67,6 +67,12 @@ pub enum ApiError {
     Fenced(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// What a kubelet answered, or why it could not be reached (pods/log), in the kubelet's
+    /// or [`crate::kubelet`]'s words. `status` is the HTTP status the apiserver answers with:
+    /// 400 BadRequest, 404 NotFound, 403 Forbidden, 503 ServiceUnavailable (unreachable;
+    /// without `retry-after`: the apiserver itself is fine), else 500 InternalError.
+    #[error("{message}")]
+    Kubelet { status: u16, message: String },
 }
 
 impl ApiError {
@@ -126,6 +132,13 @@ impl ApiError {
             ApiError::Timeout(_) => "Timeout",
             ApiError::Fenced(_) => "Fenced",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Kubelet { status, .. } => match status {
+                400 => "BadRequest",
+                403 => "Forbidden",
+                404 => "NotFound",
+                503 => "ServiceUnavailable",
+                _ => "InternalError",
+            },
         }
     }
 
@@ -146,6 +159,13 @@ impl ApiError {
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Fenced(_) => Code::FailedPrecondition,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::Kubelet { status, .. } => match status {
+                400 => Code::InvalidArgument,
+                403 => Code::PermissionDenied,
+                404 => Code::NotFound,
+                503 => Code::Unavailable,
+                _ => Code::Internal,
+            },
         }
     }
 
@@ -166,6 +186,10 @@ impl ApiError {
             ApiError::Timeout(_) => 504,
             ApiError::Fenced(_) => 412,
             ApiError::Internal(_) => 500,
+            ApiError::Kubelet { status, .. } => match status {
+                400 | 403 | 404 | 503 => *status,
+                _ => 500,
+            },
         }
     }
 

@@ -12,6 +12,8 @@
 //!   with compare-and-swap retry loops.
 //! * [`strategy`]: per-kind rules as pure functions: server-set fields, status split,
 //!   generation, graceful deletion and finalizers, binding.
+//! * [`logs`]: the pods/log subresource: container and node, relayed from the kubelet.
+//! * [`kubelet`]: the client of kubelets: address choice, mutual TLS, a streamed GET.
 //! * [`fencing`]: FencingToken checks (kube-lite's addition) and the Lease guard of a write.
 //! * [`storage`]: key layout, stored JSON, continue tokens, the compare-and-swap primitive.
 //! * [`etcd`]: one etcd client per member and failover between them.
@@ -30,6 +32,8 @@ pub mod error;
 pub mod etcd;
 pub mod fencing;
 pub mod http;
+pub mod kubelet;
+pub mod logs;
 pub mod metrics;
 pub mod registry;
 pub mod run;

@@ -17,7 +17,7 @@ pub struct Metrics {
     /// `apiserver_current_inflight_requests{request_kind}`: readOnly or mutating, watches
     /// excluded (as upstream).
     pub inflight: IntGaugeVec,
-    /// `apiserver_longrunning_requests{verb,resource}`: open watches.
+    /// `apiserver_longrunning_requests{verb,resource}`: open watches and log streams.
     pub longrunning: IntGaugeVec,
     /// `etcd_request_duration_seconds{operation,type}`: one etcd call, failover included.
     pub etcd_request_duration: HistogramVec,

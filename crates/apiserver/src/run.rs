@@ -154,6 +154,7 @@ pub async fn run_until(
         stop_rx.clone(),
     ));
 
+    let kubelets = crate::kubelet::from_config(&config)?;
     let service = ApiService {
         registry,
         metrics: metrics.clone(),
@@ -161,6 +162,7 @@ pub async fn run_until(
         etcd: etcd.clone(),
         server_id: server_id.clone(),
         etcd_prefix: config.etcd_prefix.clone(),
+        kubelets,
         stop: stop_rx.clone(),
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -3,7 +3,7 @@
 //!
 //! 1. authentication: the verified client certificate (CN = user, O = groups); none →
 //!    `UNAUTHENTICATED` / `Unauthorized`;
-//! 2. the inflight limit (`--max-requests-inflight`, watches excluded): over it →
+//! 2. the inflight limit (`--max-requests-inflight`, watches and logs excluded): over it →
 //!    `RESOURCE_EXHAUSTED` / `TooManyRequests` with `retry-after: 1`, at once;
 //! 3. the request size limit ([`MAX_REQUEST_BYTES`], kube-apiserver's 3 MiB);
 //! 4. one tracing span (verb, resource, namespace, name, user) and the request metrics.
@@ -22,8 +22,9 @@ use std::{
 use futures::{Stream, StreamExt};
 use kl_api::{
     api_server::Api, BindRequest, ClusterInfoRequest, ClusterInfoResponse, CreateRequest,
-    DeleteRequest, DeleteResponse, EtcdMemberInfo, GetRequest, ListRequest, ListResponse,
-    TypedObject, UpdateRequest, VersionInfo, VersionRequest, WatchEvent, WatchRequest,
+    DeleteRequest, DeleteResponse, EtcdMemberInfo, GetRequest, ListRequest, ListResponse, LogChunk,
+    PodLogsRequest, TypedObject, UpdateRequest, VersionInfo, VersionRequest, WatchEvent,
+    WatchRequest,
 };
 use prost::Message;
 use tokio::sync::watch;
@@ -32,6 +33,7 @@ use tracing::{field, Instrument};
 
 use crate::error::{ApiError, ApiResult};
 use crate::etcd::Etcd;
+use crate::kubelet::KubeletClient;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::strategy::UpdateMode;
@@ -115,7 +117,10 @@ pub struct ApiService {
     /// `<advertise-address>:<secure-port>`: answers Version and ClusterInfo.
     pub server_id: String,
     pub etcd_prefix: String,
-    /// Turns true when the server stops: open watches end (cleanly).
+    /// Reaches kubelets for pods/log.
+    pub kubelets: Arc<KubeletClient>,
+    /// Turns true when the server stops: open watches end (cleanly), log streams end with
+    /// ServiceUnavailable.
     pub stop: watch::Receiver<bool>,
 }
 
@@ -207,18 +212,34 @@ fn object_target(o: &Option<TypedObject>) -> (String, String, String) {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send + 'static>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send + 'static>>;
 
-/// Keeps `apiserver_longrunning_requests` right for as long as a watch stream lives.
+/// Keeps `apiserver_longrunning_requests` right for as long as a watch or log stream lives.
 struct Longrunning {
     metrics: Arc<Metrics>,
+    verb: &'static str,
     resource: String,
+}
+
+impl Longrunning {
+    fn start(metrics: &Arc<Metrics>, verb: &'static str, resource: &str) -> Longrunning {
+        metrics
+            .longrunning
+            .with_label_values(&[verb, resource])
+            .inc();
+        Longrunning {
+            metrics: metrics.clone(),
+            verb,
+            resource: resource.to_string(),
+        }
+    }
 }
 
 impl Drop for Longrunning {
     fn drop(&mut self) {
         self.metrics
             .longrunning
-            .with_label_values(&["WATCH", &self.resource])
+            .with_label_values(&[self.verb, &self.resource])
             .dec();
     }
 }
@@ -382,14 +403,7 @@ impl Api for ApiService {
             self.record(&t, started, result.as_ref().map(|_| ()));
         }
         let (kind, sub) = result.map_err(ApiError::into_status)?;
-        self.metrics
-            .longrunning
-            .with_label_values(&["WATCH", kind.plural()])
-            .inc();
-        let guard = Longrunning {
-            metrics: self.metrics.clone(),
-            resource: kind.plural().to_string(),
-        };
+        let guard = Longrunning::start(&self.metrics, "WATCH", kind.plural());
         let mut stop = self.stop.clone();
         let stopped = async move { crate::run::stopped(&mut stop).await };
         let live = tokio_stream::wrappers::ReceiverStream::new(sub.rx);
@@ -417,6 +431,56 @@ impl Api for ApiService {
             Ok(self.registry.bind(&r).await?.into_typed())
         })
         .await
+    }
+
+    type PodLogsStream = LogStream;
+
+    /// pods/log: a long-running request like a watch (outside the inflight limit, counted in
+    /// `apiserver_longrunning_requests`). The kubelet's answer is relayed as it arrives: the
+    /// next chunk is read from the kubelet only when gRPC flow control lets the previous one
+    /// go, so a slow client slows the kubelet down instead of filling memory. A client that
+    /// goes away drops the stream, and with it the connection to the kubelet.
+    async fn pod_logs(
+        &self,
+        req: Request<PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
+        let started = Instant::now();
+        let r = req.get_ref().clone();
+        let t = Target {
+            verb: "GET",
+            resource: "pods/log",
+            namespace: &r.namespace,
+            name: &r.name,
+            mutating: false,
+        };
+        let span = tracing::info_span!(
+            "request",
+            verb = "GET",
+            resource = "pods/log",
+            ns = %r.namespace,
+            name = %r.name,
+            container = %r.container,
+            follow = r.follow,
+            user = field::Empty,
+        );
+        let result = async {
+            let who = Self::authenticate(&req)?;
+            tracing::Span::current().record("user", who.common_name.as_str());
+            crate::logs::open(&self.registry, &self.kubelets, &r).await
+        }
+        .instrument(span.clone())
+        .await;
+        {
+            let _enter = span.enter();
+            self.record(&t, started, result.as_ref().map(|_| ()));
+        }
+        let body = result.map_err(ApiError::into_status)?;
+        let guard = Longrunning::start(&self.metrics, "GET", "pods/log");
+        Ok(Response::new(Box::pin(log_stream(
+            body,
+            self.stop.clone(),
+            guard,
+        ))))
     }
 
     async fn version(&self, req: Request<VersionRequest>) -> Result<Response<VersionInfo>, Status> {
@@ -457,6 +521,34 @@ impl Api for ApiService {
         })
         .await
     }
+}
+
+/// The kubelet's chunks as LogChunks, until the kubelet ends the log, its connection breaks
+/// (one last error), or the apiserver stops (one last ServiceUnavailable: unlike a watch, a
+/// log cut short must not look complete).
+fn log_stream(
+    body: crate::kubelet::Body,
+    stop: watch::Receiver<bool>,
+    guard: Longrunning,
+) -> impl Stream<Item = Result<LogChunk, Status>> + Send + 'static {
+    futures::stream::unfold(Some((body, stop, guard)), |state| async move {
+        let (mut body, mut stop, guard) = state?;
+        tokio::select! {
+            biased;
+            _ = crate::run::stopped(&mut stop) => Some((
+                Err(ApiError::ServiceUnavailable(
+                    "the apiserver is shutting down; the log stream ended early".into(),
+                )
+                .into_status()),
+                None,
+            )),
+            item = body.next() => match item {
+                None => None,
+                Some(Ok(data)) => Some((Ok(LogChunk { data }), Some((body, stop, guard)))),
+                Some(Err(e)) => Some((Err(e.into_status()), None)),
+            },
+        }
+    })
 }
 
 /// `linux/amd64`, Go's spelling.

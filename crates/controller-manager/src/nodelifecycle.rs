@@ -12,6 +12,8 @@
 //! * **Silent for `--node-monitor-grace-period`**: every node condition becomes Unknown (Ready:
 //!   reason `NodeStatusUnknown`, message `Kubelet stopped posting node status.`) and the node
 //!   gets the `node.kubernetes.io/unreachable:NoExecute` taint.
+//!   Its pods' Ready condition becomes False (upstream's `MarkPodsNotReady`); their kubelet
+//!   sets it back when it reports again.
 //! * **Unknown for `--pod-eviction-timeout`**: the node's pods are deleted (gracefully), so
 //!   their ReplicaSets replace them elsewhere. A pod tolerating the unreachable NoExecute taint
 //!   stays for its tolerationSeconds (forever without one).
@@ -138,7 +140,11 @@ async fn monitor(ctx: &Ctx, health: &mut HashMap<String, Health>) -> Result<(), 
         let silent = now.duration_since(h.heard) >= grace;
         let r = if silent {
             let since = *h.unknown_since.get_or_insert(now);
-            mark_unknown(ctx, &node).await.and(
+            let marked = match mark_unknown(ctx, &node).await {
+                Ok(()) => mark_pods_not_ready(ctx, &name).await,
+                Err(e) => Err(e),
+            };
+            marked.and(
                 if now.duration_since(since) >= ctx.config.pod_eviction_timeout {
                     evict_pods(ctx, &name, now.duration_since(since)).await
                 } else {
@@ -213,6 +219,44 @@ async fn mark_unknown(ctx: &Ctx, node: &Node) -> Result<(), SyncError> {
             });
         ctx.write("taint node", api.update(current)).await?;
         info!(node = %name, taint = TAINT_UNREACHABLE, "tainted");
+    }
+    Ok(())
+}
+
+/// Upstream's `MarkPodsNotReady`: the pods of a node that stopped reporting are not Ready
+/// (their endpoints would be taken out), until their kubelet reports them again.
+async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<(), SyncError> {
+    let pods = ctx.caches.pods.filter(|p| {
+        p.spec.as_ref().is_some_and(|s| s.node_name == node)
+            && p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+            })
+    });
+    let now = rfc3339(SystemTime::now());
+    for pod in pods {
+        let mut p = (*pod).clone();
+        for c in p
+            .status
+            .get_or_insert_with(Default::default)
+            .conditions
+            .iter_mut()
+        {
+            if c.r#type == "Ready" {
+                c.status = "False".into();
+                c.last_transition_time = now.clone();
+            }
+        }
+        let meta = p.metadata.clone().unwrap_or_default();
+        let api = ctx.api::<Pod>(&meta.namespace);
+        match ctx.write("mark pod not ready", api.update_status(p)).await {
+            Ok(_) => {
+                info!(pod = %key_of(pod.as_ref()), node, "marked NotReady: its node stopped reporting")
+            }
+            Err(SyncError::Api(e)) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -165,7 +165,8 @@ mod tests {
         assert_eq!(parse_manifests(lease).unwrap()[0].to_yaml().unwrap(), lease);
         let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: e\ninvolvedObject:\n  kind: Pod\n  namespace: default\n  name: p\nreason: Scheduled\nmessage: assigned\ntype: Normal\ncount: 1\nsource:\n  component: default-scheduler\n";
         assert_eq!(parse_manifests(event).unwrap()[0].to_yaml().unwrap(), event);
-        let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  unschedulable: true\n  taints:\n  - key: k\n    effect: NoSchedule\nstatus:\n  capacity:\n    cpu: '4'\n  conditions:\n  - type: Ready\n    status: 'True'\n    lastHeartbeatTime: 2024-01-01T00:00:00Z\n  addresses:\n  - type: InternalIP\n    address: 10.0.0.1\n";
+        let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  unschedulable: true\n  taints:\n  - key: k\n    effect: NoSchedule\nstatus:\n  capacity:\n    cpu: '4'\n  conditions:\n  - type: Ready\n    status: 'True'\n    lastHeartbeatTime: 2024-01-01T00:00:00Z\n  addresses:\n  - type: InternalIP\n    address: 10.0.0.1\n  daemonEndpoints:\n    kubeletEndpoint:\n      Port: 10250\n  nodeInfo:\n    machineID: m\n    systemUUID: s\n    bootID: b\n    kernelVersion: 6.1.0\n    osImage: Debian GNU/Linux 12 (bookworm)\n    kubeletVersion: v0.1.0\n    operatingSystem: linux\n    architecture: amd64\n";
+        // Upstream's spellings: `Port` capitalised, `machineID`, `systemUUID`, `bootID`.
         assert_eq!(parse_manifests(node).unwrap()[0].to_yaml().unwrap(), node);
     }
 

@@ -6,19 +6,26 @@
 //! ([`DynamicApi::with_fencing`]): the apiserver refuses it (`Fenced`) once the token's Lease
 //! has moved on, so a paused ex-leader cannot act.
 use std::marker::PhantomData;
+use std::pin::Pin;
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use kl_api::{
     BindRequest, CreateRequest, DeleteRequest, FencingToken, GetRequest, Kind, ListRequest, Object,
-    Pod, Resource, UpdateRequest, WatchRequest,
+    Pod, PodLogsRequest, Resource, UpdateRequest, WatchRequest,
 };
 use tonic::Code;
 
 use crate::client::Client;
 use crate::error::{ApiError, Reason};
-use crate::params::{DeleteParams, ListParams, WatchParams};
-use crate::retry::Idempotency::{Idempotent, Mutating};
+use crate::params::{DeleteParams, ListParams, LogParams, WatchParams};
+use crate::retry::Idempotency::{Idempotent, Mutating, Relayed};
 use crate::watch::{stream_of, WatchStream};
+
+/// A container's log as it arrives: chunks as the kubelet wrote them (not split on lines).
+/// Ends when the log does (with `follow`, when the container exits); a failure is the last
+/// item.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, ApiError>> + Send>>;
 
 /// One page (or, from `list_all`, every page) of a list.
 #[derive(Debug, Clone, PartialEq)]
@@ -460,5 +467,42 @@ impl Api<Pod> {
             })
             .await?;
         typed(self.dynamic.expect_object(Object::from_typed(t))?)
+    }
+
+    /// The pods/log subresource: the log of one of the pod's containers, streamed from its
+    /// node's kubelet through the apiserver. Setting it up is bounded by the request timeout
+    /// and retried like a read (not when the kubelet cannot be reached); the stream itself is
+    /// not bounded (`follow` runs until the container exits) and not resumed. Dropping the
+    /// stream cancels the call, and the apiserver drops its connection to the kubelet.
+    pub async fn logs(&self, name: &str, lp: &LogParams) -> Result<LogStream, ApiError> {
+        let msg = PodLogsRequest {
+            namespace: self.dynamic.namespace.clone(),
+            name: name.to_string(),
+            container: lp.container.clone(),
+            follow: lp.follow,
+            tail_lines: lp.tail_lines,
+            previous: lp.previous,
+            timestamps: lp.timestamps,
+            limit_bytes: lp.limit_bytes,
+        };
+        let streaming = self
+            .dynamic
+            .client
+            .call_bounded("logs", Relayed, false, |mut c, req| {
+                let msg = msg.clone();
+                async move { c.pod_logs(req.request(msg)).await }
+            })
+            .await?;
+        Ok(Box::pin(futures::stream::unfold(
+            Some(streaming),
+            |state| async move {
+                let mut inner = state?;
+                match inner.message().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk.data), Some(inner))),
+                    Ok(None) => None,
+                    Err(status) => Some((Err(ApiError::from(status)), None)),
+                }
+            },
+        )))
     }
 }

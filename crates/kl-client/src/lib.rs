@@ -10,7 +10,7 @@
 //! * [`retry`]: which failures are retried, for reads and for writes, and the backoff.
 //! * [`api`]: the verbs: [`DynamicApi`] over [`kl_api::Object`] by kind (kubectl) and the typed
 //!   [`Api<K>`] on top (controllers); optional fencing tokens on writes.
-//! * [`params`]: list, watch and delete options; [`watch`]: watch events and streams.
+//! * [`params`]: list, watch, delete and log options; [`watch`]: watch events and streams.
 //! * [`informer`]: list + watch into a shared cache, resuming from the last resourceVersion and
 //!   relisting on Expired (the watcher state machine of kube-runtime).
 //! * [`workqueue`]: rate-limited, de-duplicating keys for reconcilers, with per-key backoff.
@@ -32,13 +32,13 @@ pub mod retry;
 pub mod watch;
 pub mod workqueue;
 
-pub use api::{Api, DeleteOutcome, DynamicApi, ObjectList};
+pub use api::{Api, DeleteOutcome, DynamicApi, LogStream, ObjectList};
 pub use client::{Client, ClientOptions, ConfigError};
 pub use error::{ApiError, Reason, TransportFailure};
 pub use informer::{Informer, InformerConfig, Store};
 pub use kubeconfig::{Kubeconfig, KubeconfigError, ResolvedConfig};
 pub use leader_election::{LeaderElectionConfig, LeaderElector, Leadership};
-pub use params::{DeleteParams, ListParams, WatchParams};
+pub use params::{DeleteParams, ListParams, LogParams, WatchParams};
 pub use retry::RetryPolicy;
 pub use watch::{WatchEvent, WatchStream};
 pub use workqueue::WorkQueue;

@@ -1,11 +1,13 @@
-//! The options of list, watch and delete calls, as Kubernetes' `ListOptions` and
-//! `DeleteOptions`. Builder-style:
+//! The options of list, watch, delete and log calls, as Kubernetes' `ListOptions`,
+//! `DeleteOptions` and `PodLogOptions`. Builder-style:
 //!
 //! ```
 //! let lp = kl_client::ListParams::default().labels("app=web").limit(100);
 //! assert_eq!(lp.label_selector, "app=web");
 //! let dp = kl_client::DeleteParams::default().grace_period(0);
 //! assert_eq!(dp.grace_period_seconds, Some(0));
+//! let logs = kl_client::LogParams::default().container("web").follow(true).tail_lines(10);
+//! assert_eq!((logs.container.as_str(), logs.follow, logs.tail_lines), ("web", true, Some(10)));
 //! ```
 
 /// What to list: selectors and paging.
@@ -113,6 +115,55 @@ impl DeleteParams {
         self.preconditions
             .get_or_insert_with(Default::default)
             .resource_version = rv.to_string();
+        self
+    }
+}
+
+/// What to read of a container's log (Kubernetes' `PodLogOptions`, kubectl logs' flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogParams {
+    /// The container; "" for a pod that has exactly one.
+    pub container: String,
+    /// Keep streaming new output until the container exits (`-f`).
+    pub follow: bool,
+    /// Only the last this many lines (`--tail`).
+    pub tail_lines: Option<i64>,
+    /// The previous, terminated instance of the container (`-p`).
+    pub previous: bool,
+    /// Each line prefixed with its RFC 3339 timestamp (`--timestamps`).
+    pub timestamps: bool,
+    /// At most this many bytes (`--limit-bytes`).
+    pub limit_bytes: Option<i64>,
+}
+
+impl LogParams {
+    pub fn container(mut self, name: &str) -> Self {
+        self.container = name.to_string();
+        self
+    }
+
+    pub fn follow(mut self, on: bool) -> Self {
+        self.follow = on;
+        self
+    }
+
+    pub fn tail_lines(mut self, lines: i64) -> Self {
+        self.tail_lines = Some(lines);
+        self
+    }
+
+    pub fn previous(mut self, on: bool) -> Self {
+        self.previous = on;
+        self
+    }
+
+    pub fn timestamps(mut self, on: bool) -> Self {
+        self.timestamps = on;
+        self
+    }
+
+    pub fn limit_bytes(mut self, bytes: i64) -> Self {
+        self.limit_bytes = Some(bytes);
         self
     }
 }

@@ -10,6 +10,9 @@
 //!   processing it (h2 `REFUSED_STREAM`), or it answered `TooManyRequests` (refused before
 //!   any work, with a retry hint). A write whose connection broke in flight may have been
 //!   applied; the caller decides (re-get, or treat `AlreadyExists` as success).
+//! * **Relayed reads** (pods/log, which the apiserver reads from a kubelet) as reads, except a
+//!   `ServiceUnavailable` without `retry-after`: the kubelet cannot be reached, and asking again
+//!   at once does not change that.
 //! * Never retried: answers (`NotFound`, `Conflict`, `Invalid`, `Expired`, `Fenced`, ...), TLS
 //!   failures that retrying cannot fix, and the request timeout.
 //!
@@ -30,6 +33,10 @@ pub enum Idempotency {
     Idempotent,
     /// Writes: sending twice may apply twice.
     Mutating,
+    /// Reads the apiserver relays from another server (pods/log, from a kubelet): retried as
+    /// reads, except a `ServiceUnavailable` without `retry-after`: that is the apiserver
+    /// saying the kubelet cannot be reached, which sending again at once does not fix.
+    Relayed,
 }
 
 /// What a failure allows.
@@ -101,6 +108,11 @@ impl RetryPolicy {
         }
         match (transience(e), idem) {
             (Transience::Permanent, _) | (Transience::ReadsOnly, Idempotency::Mutating) => {
+                return None
+            }
+            (_, Idempotency::Relayed)
+                if e.reason() == Some(&Reason::ServiceUnavailable) && e.retry_after().is_none() =>
+            {
                 return None
             }
             _ => {}
@@ -190,6 +202,30 @@ mod tests {
         assert!(p.next_delay(&busy, Idempotency::Mutating, 1).is_some());
         let tls = transport(TransportFailure::Tls);
         assert!(p.next_delay(&tls, Idempotency::Idempotent, 1).is_none());
+    }
+
+    #[test]
+    fn relayed_reads_do_not_retry_an_unreachable_kubelet() {
+        let p = RetryPolicy::default();
+        // The apiserver's own unavailability carries a hint; a kubelet's does not.
+        let kubelet_down = status(Reason::ServiceUnavailable);
+        let mut etcd_down = status(Reason::ServiceUnavailable);
+        if let ApiError::Status { retry_after, .. } = &mut etcd_down {
+            *retry_after = Some(Duration::from_secs(1));
+        }
+        assert!(p
+            .next_delay(&kubelet_down, Idempotency::Relayed, 1)
+            .is_none());
+        assert!(p.next_delay(&etcd_down, Idempotency::Relayed, 1).is_some());
+        for e in [
+            transport(TransportFailure::InFlight),
+            status(Reason::TooManyRequests),
+        ] {
+            assert!(p.next_delay(&e, Idempotency::Relayed, 1).is_some(), "{e:?}");
+        }
+        assert!(p
+            .next_delay(&status(Reason::BadRequest), Idempotency::Relayed, 1)
+            .is_none());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! kl-client against an in-process fake of the kube-lite API over mutual TLS: errors read from
-//! `kl-reason`, reads retried and writes not, timeouts, paging, watches, and a dead server.
+//! `kl-reason`, reads retried and writes not, timeouts, paging, watches, logs, and a dead
+//! server.
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use futures::{Stream, StreamExt};
 use kl_api::api_server::{Api as ApiService, ApiServer};
 use kl_api::*;
 use kl_client::{
-    Api, ApiError, Client, ClientOptions, ListParams, Reason, ResolvedConfig, RetryPolicy,
-    TransportFailure, WatchEvent, WatchParams,
+    Api, ApiError, Client, ClientOptions, ListParams, LogParams, Reason, ResolvedConfig,
+    RetryPolicy, TransportFailure, WatchEvent, WatchParams,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
@@ -42,9 +43,28 @@ struct Fake {
     creates: AtomicU32,
     /// The first this-many gets answer ServiceUnavailable.
     unavailable_gets: u32,
+    logs_calls: AtomicU32,
+    /// Set when an endless log stream is dropped (the client went away).
+    endless_dropped: Arc<AtomicBool>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<kl_api::WatchEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn chunk(s: &str) -> Result<LogChunk, Status> {
+    Ok(LogChunk {
+        data: s.to_string().into(),
+    })
+}
 
 #[tonic::async_trait]
 impl ApiService for Fake {
@@ -156,6 +176,56 @@ impl ApiService for Fake {
 
     async fn bind(&self, _r: Request<BindRequest>) -> Result<Response<TypedObject>, Status> {
         Err(Status::unimplemented("bind"))
+    }
+
+    type PodLogsStream = ChunkStream;
+
+    async fn pod_logs(&self, r: Request<PodLogsRequest>) -> Result<Response<ChunkStream>, Status> {
+        self.logs_calls.fetch_add(1, Ordering::SeqCst);
+        let r = r.into_inner();
+        match r.name.as_str() {
+            // What the apiserver answers when the kubelet cannot be reached: no retry-after.
+            "down" => Err(status(
+                Code::Unavailable,
+                "ServiceUnavailable",
+                "unable to reach the kubelet of node \"worker1\" at 127.0.0.1:10250",
+            )),
+            "broken" => Ok(Response::new(Box::pin(futures::stream::iter(vec![
+                chunk("partial"),
+                Err(status(
+                    Code::Unavailable,
+                    "ServiceUnavailable",
+                    "the connection to the kubelet broke",
+                )),
+            ])))),
+            "endless" => {
+                let guard = SetOnDrop(self.endless_dropped.clone());
+                let s = futures::stream::repeat_with(move || {
+                    let _keep = &guard;
+                    chunk("tick\n")
+                })
+                .then(|c| async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    c
+                });
+                Ok(Response::new(Box::pin(s)))
+            }
+            _ => Ok(Response::new(Box::pin(futures::stream::iter(vec![
+                chunk(&format!(
+                    "{}/{} container={} follow={} tail={:?} previous={} timestamps={} limit={:?}\n",
+                    r.namespace,
+                    r.name,
+                    r.container,
+                    r.follow,
+                    r.tail_lines,
+                    r.previous,
+                    r.timestamps,
+                    r.limit_bytes
+                )),
+                chunk("hello\n"),
+                chunk("world\n"),
+            ])))),
+        }
     }
 
     async fn version(&self, _r: Request<VersionRequest>) -> Result<Response<VersionInfo>, Status> {
@@ -382,4 +452,71 @@ async fn a_client_without_a_certificate_is_unauthorized() {
     let e = client.version().await.unwrap_err();
     assert_eq!(e.reason(), Some(&Reason::Unauthorized), "{e:?}");
     assert!(e.to_string().contains("Unauthorized"), "{e}");
+}
+
+#[tokio::test]
+async fn logs_stream_chunks_and_end_with_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, fake) = serve(Fake::default(), dir.path()).await;
+    let client = Client::with_options(&cfg, fast_retries()).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "ns1");
+
+    // Chunks in order; every option reaches the server.
+    let lp = LogParams::default()
+        .container("c")
+        .follow(true)
+        .tail_lines(3)
+        .previous(true)
+        .timestamps(true)
+        .limit_bytes(100);
+    let chunks: Vec<_> = pods.logs("web", &lp).await.unwrap().collect().await;
+    let text: Vec<u8> = chunks
+        .into_iter()
+        .flat_map(|c| c.unwrap().to_vec())
+        .collect();
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        "ns1/web container=c follow=true tail=Some(3) previous=true timestamps=true limit=Some(100)\nhello\nworld\n"
+    );
+
+    // An unreachable kubelet is not asked again and again.
+    let before = fake.logs_calls.load(Ordering::SeqCst);
+    let e = pods
+        .logs("down", &LogParams::default())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.reason(), Some(&Reason::ServiceUnavailable), "{e:?}");
+    assert_eq!(fake.logs_calls.load(Ordering::SeqCst), before + 1);
+
+    // A stream that breaks ends with the error, after what came before it.
+    let items: Vec<_> = pods
+        .logs("broken", &LogParams::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].as_ref().unwrap().as_ref(), b"partial");
+    assert!(items[1]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("the connection to the kubelet broke"));
+
+    // Dropping the stream cancels the call on the server.
+    let mut endless = pods
+        .logs("endless", &LogParams::default().follow(true))
+        .await
+        .unwrap();
+    assert_eq!(endless.next().await.unwrap().unwrap().as_ref(), b"tick\n");
+    drop(endless);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fake.endless_dropped.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server kept streaming after the client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

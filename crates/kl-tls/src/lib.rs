@@ -178,6 +178,46 @@ impl ServerTls {
     }
 }
 
+/// The TLS config of a component's secure port (kube-scheduler's 10259, the kubelet's 10250),
+/// as upstream serves it: the given certificate, or a self-signed one for `localhost` and
+/// `127.0.0.1` when none is given; client certificates from `client_ca` are verified when
+/// presented but not demanded (each route decides what it needs). The flag names in the errors
+/// are upstream's.
+pub fn secure_port_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => ServerTls::load(cert, key, client_ca, false)?.rustls_config(),
+        (None, None) => {
+            if client_ca.is_some() {
+                return Err(TlsError::Config(
+                    "--client-ca-file needs --tls-cert-file and --tls-private-key-file".into(),
+                ));
+            }
+            let ck = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .map_err(|e| TlsError::Config(format!("self-signed certificate: {e}")))?;
+            let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+                .map_err(|e| TlsError::Config(format!("self-signed key: {e}")))?;
+            let mut c = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| TlsError::Config(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(vec![ck.cert.der().clone()], key)
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Ok(Arc::new(c))
+        }
+        _ => Err(TlsError::Config(
+            "--tls-cert-file and --tls-private-key-file go together".into(),
+        )),
+    }
+}
+
 /// What a client presents and trusts: the CA that signed the server, and its own identity.
 #[derive(Clone, Debug)]
 pub struct ClientTls {

@@ -33,41 +33,13 @@ struct AppState {
     metrics_need_cert: bool,
 }
 
-/// The TLS material of the secure port.
+/// The TLS material of the secure port (see [`kl_tls::secure_port_config`]).
 pub fn server_tls(
     cert: Option<&std::path::Path>,
     key: Option<&std::path::Path>,
     client_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let mut config = match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let tls = kl_tls::ServerTls::load(cert, key, client_ca, false)?;
-            (*tls.rustls_config()?).clone()
-        }
-        (None, None) => {
-            anyhow::ensure!(
-                client_ca.is_none(),
-                "--client-ca-file needs --tls-cert-file and --tls-private-key-file"
-            );
-            let ck = rcgen::generate_simple_self_signed(vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-            ])?;
-            let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-                .map_err(|e| anyhow::anyhow!("self-signed key: {e}"))?;
-            let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)?;
-            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            c
-        }
-        _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file go together"),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(kl_tls::secure_port_config(cert, key, client_ca)?)
 }
 
 fn router(state: AppState) -> Router {

@@ -77,6 +77,8 @@ pub struct ApiCluster {
     lb_log: PathBuf,
     /// The apiservers' serving certificate and key.
     serving: (PathBuf, PathBuf),
+    /// The apiservers' client certificate and key towards kubelets (logs).
+    kubelet_client: (PathBuf, PathBuf),
     admin_kubeconfig: PathBuf,
     opts: ApiOpts,
     /// The store; public so that tests can kill, pause and restart members.
@@ -93,6 +95,12 @@ impl ApiCluster {
         let dir = tempfile::Builder::new().prefix("kl-api-").tempdir()?;
         let pki = etcd.pki().clone();
         let serving = pki.issue("apiserver", "kube-apiserver", None, true)?;
+        let kubelet_client = pki.issue(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            false,
+        )?;
         let lb_port = free_port();
         let admin_kubeconfig = pki.kubeconfig(
             "admin",
@@ -114,6 +122,7 @@ impl ApiCluster {
             lb_stats_port: free_port(),
             lb_log: dir.path().join("lb.log"),
             serving,
+            kubelet_client,
             admin_kubeconfig,
             opts,
             etcd,
@@ -170,6 +179,8 @@ impl ApiCluster {
             format!("--tls-cert-file={}", p(&self.serving.0)),
             format!("--tls-private-key-file={}", p(&self.serving.1)),
             format!("--client-ca-file={}", p(&pki.ca_cert)),
+            format!("--kubelet-client-certificate={}", p(&self.kubelet_client.0)),
+            format!("--kubelet-client-key={}", p(&self.kubelet_client.1)),
         ];
         a.extend(self.opts.apiserver_args.iter().cloned());
         a

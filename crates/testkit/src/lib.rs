@@ -13,6 +13,8 @@
 //!   with kubeconfigs and `kubectl-lite` pointed at the lb.
 //! * [`components`]: leader-elected controller-managers and schedulers against an
 //!   [`ApiCluster`], with their own kubeconfigs and HTTPS health ports.
+//! * [`kubelet`]: workers (`kubelet-lite`) against an [`ApiCluster`], and the processes of
+//!   their pods, all killed on drop.
 //! * [`command`]: running a command-line tool, bounded, with its output captured.
 //! * [`slots`]: at most `KL_TEST_MAX_CLUSTERS` (default 1) clusters at once per machine, across
 //!   test processes (nextest runs each test in its own process).
@@ -32,6 +34,7 @@ pub mod components;
 pub mod etcd;
 pub mod etcdctl;
 pub mod grpc;
+pub mod kubelet;
 pub mod pki;
 pub mod ports;
 pub mod process;

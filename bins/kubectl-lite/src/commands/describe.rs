@@ -598,6 +598,23 @@ fn node(d: &mut D, n: &Node, extra: &Extra, now: OffsetDateTime) {
             }
         }
     }
+    if let Some(i) = &status.node_info {
+        d.line(0, "System Info:");
+        for (k, v) in [
+            ("Machine ID", &i.machine_id),
+            ("System UUID", &i.system_uuid),
+            ("Boot ID", &i.boot_id),
+            ("Kernel Version", &i.kernel_version),
+            ("OS Image", &i.os_image),
+            ("Operating System", &i.operating_system),
+            ("Architecture", &i.architecture),
+            ("Container Runtime Version", &i.container_runtime_version),
+            ("Kubelet Version", &i.kubelet_version),
+            ("Kube-Proxy Version", &i.kube_proxy_version),
+        ] {
+            d.kv(1, k, v);
+        }
+    }
     if let Extra::Pods(pods) = extra {
         d.kv(
             0,
@@ -903,12 +920,31 @@ Events:
                     r#type: "InternalIP".into(),
                     address: "10.0.0.1".into(),
                 }],
+                node_info: Some(NodeSystemInfo {
+                    kubelet_version: "v0.1.0".into(),
+                    operating_system: "linux".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         }
         .into_object();
         let text = describe(&n, &[], &Extra::Pods(vec![web_pod()]), true, now());
+        assert!(
+            text.contains(
+                "System Info:\n  Machine ID:                 \n  System UUID:                \n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Operating System:           linux\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Kubelet Version:            v0.1.0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("Taints:             node.kubernetes.io/unschedulable:NoSchedule\n"),
             "{text}"
@@ -918,11 +954,15 @@ Events:
             text.contains("Addresses:\n  InternalIP:  10.0.0.1\n"),
             "{text}"
         );
+        // As upstream, the pods table aligns with the System Info block above it.
         assert!(
-            text.contains("Non-terminated Pods:  (1 in total)\n  Namespace           Name   Age\n"),
+            text.contains("Non-terminated Pods:          (1 in total)\n  Namespace                   Name   Age\n"),
             "{text}"
         );
-        assert!(text.ends_with("Events:               <none>\n"), "{text}");
+        assert!(
+            text.ends_with("Events:                       <none>\n"),
+            "{text}"
+        );
 
         let rs = ReplicaSet {
             metadata: Some(ObjectMeta {

@@ -17,6 +17,7 @@ pub mod cordon;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod logs;
 pub mod printers;
 pub mod resources;
 pub mod scale;
@@ -51,6 +52,8 @@ pub enum Command {
     Create(apply::CreateArgs),
     /// Delete resources by file names, stdin, resources and names, or by label selector.
     Delete(delete::DeleteArgs),
+    /// Print the logs for a container in a pod.
+    Logs(logs::LogsArgs),
     /// Set a new size for a replica set.
     Scale(scale::ScaleArgs),
     /// Mark node as unschedulable.
@@ -80,6 +83,7 @@ pub fn run_with(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Apply(args) => session::block_on(apply::run_apply(g, args, out, err)),
         Command::Create(args) => session::block_on(apply::run_create(g, args, out, err)),
         Command::Delete(args) => session::block_on(delete::run(g, args, out, err)),
+        Command::Logs(args) => session::block_on(logs::run(g, args, out, err)),
         Command::Scale(args) => session::block_on(scale::run(g, args, out)),
         Command::Cordon(args) => session::block_on(cordon::run(g, args, true, out, err)),
         Command::Uncordon(args) => session::block_on(cordon::run(g, args, false, out, err)),

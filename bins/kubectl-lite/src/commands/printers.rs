@@ -56,7 +56,17 @@ pub fn headers(kind: kl_api::Kind, opts: TableOpts) -> Vec<&'static str> {
     use kl_api::Kind::*;
     let mut h: Vec<&'static str> = match (kind, opts.wide) {
         (Pod, false) => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-        (Pod, true) => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        (Pod, true) => vec![
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES",
+        ],
         (Node, false) => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         (Node, true) => vec![
             "NAME",
@@ -66,6 +76,9 @@ pub fn headers(kind: kl_api::Kind, opts: TableOpts) -> Vec<&'static str> {
             "VERSION",
             "INTERNAL-IP",
             "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME",
         ],
         (ReplicaSet, false) => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         (ReplicaSet, true) => vec![
@@ -216,13 +229,12 @@ pub fn pod_summary(p: &Pod) -> PodSummary {
         .metadata
         .as_ref()
         .is_some_and(|m| !m.deletion_timestamp.is_empty());
-    if deleting {
-        reason = if status.reason == "NodeLost" {
-            "Unknown"
-        } else {
-            "Terminating"
-        }
-        .to_string();
+    let terminal = matches!(status.phase.as_str(), "Succeeded" | "Failed");
+    if deleting && status.reason == "NodeLost" {
+        reason = "Unknown".to_string();
+    } else if deleting && !terminal {
+        // A finished pod being deleted keeps showing how it finished (Completed, Error).
+        reason = "Terminating".to_string();
     }
     PodSummary {
         status: reason,
@@ -255,6 +267,9 @@ fn pod_row(p: &Pod, wide: bool, now: OffsetDateTime) -> Vec<String> {
         let node = p.spec.as_ref().map_or("", |s| s.node_name.as_str());
         r.push(or_none(&status.pod_ip));
         r.push(or_none(node));
+        // kube-lite has no preemption (nominatedNodeName) nor readiness gates.
+        r.push("<none>".to_string());
+        r.push("<none>".to_string());
     }
     r
 }
@@ -309,17 +324,32 @@ fn node_address(n: &Node, kind: &str) -> String {
 }
 
 fn node_row(n: &Node, wide: bool, now: OffsetDateTime) -> Vec<String> {
+    let info = n
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.clone())
+        .unwrap_or_default();
     let mut r = vec![
         name_of(n.metadata.as_ref()),
         node_status(n),
         node_roles(n),
         age(creation(n.metadata.as_ref()), now),
-        // kube-lite's Node has no nodeInfo (kubeletVersion).
-        "<none>".to_string(),
+        // Upstream prints the field as is; an empty cell would shift the columns.
+        or_none(&info.kubelet_version),
     ];
     if wide {
+        let unknown = |s: &str| {
+            if s.is_empty() {
+                "<unknown>".to_string()
+            } else {
+                s.to_string()
+            }
+        };
         r.push(node_address(n, "InternalIP"));
         r.push(node_address(n, "ExternalIP"));
+        r.push(unknown(&info.os_image));
+        r.push(unknown(&info.kernel_version));
+        r.push(unknown(&info.container_runtime_version));
     }
     r
 }
@@ -687,9 +717,9 @@ mod tests {
         );
         assert_eq!(
             text,
-            "NAMESPACE   NAME      READY   STATUS    RESTARTS   AGE     IP         NODE\n\
-             default     web-1     1/1     Running   0          2m30s   10.1.0.5   worker-1\n\
-             default     pending   0/1     Pending   0          2m30s   <none>     <none>\n"
+            "NAMESPACE   NAME      READY   STATUS    RESTARTS   AGE     IP         NODE       NOMINATED NODE   READINESS GATES\n\
+             default     web-1     1/1     Running   0          2m30s   10.1.0.5   worker-1   <none>           <none>\n\
+             default     pending   0/1     Pending   0          2m30s   <none>     <none>     <none>           <none>\n"
         );
         let text = table(&mut TabWriter::table(), Kind::Pod, &pods, opts, true, now());
         assert!(
@@ -725,6 +755,49 @@ mod tests {
         assert_eq!(
             pod_summary(&pod("a", "Failed", vec![done("", 137)])).status,
             "ExitCode:137"
+        );
+        // Being deleted: Terminating, unless already finished (upstream since 1.27).
+        let mut finished = pod("a", "Succeeded", vec![done("Completed", 0)]);
+        finished.metadata.as_mut().unwrap().deletion_timestamp = "2024-05-01T11:59:59Z".into();
+        assert_eq!(pod_summary(&finished).status, "Completed");
+        let mut lost = pod("a", "Running", vec![container_status(true, 0, running())]);
+        lost.metadata.as_mut().unwrap().deletion_timestamp = "2024-05-01T11:59:59Z".into();
+        lost.status.as_mut().unwrap().reason = "NodeLost".into();
+        assert_eq!(pod_summary(&lost).status, "Unknown");
+    }
+
+    #[test]
+    fn ready_counts_ready_running_containers_and_restarts_add_up() {
+        let mut p = pod(
+            "two",
+            "Running",
+            vec![
+                container_status(true, 2, running()),
+                container_status(false, 3, running()),
+            ],
+        );
+        p.spec.as_mut().unwrap().containers.push(Container {
+            name: "side".into(),
+            ..Default::default()
+        });
+        let s = pod_summary(&p);
+        assert_eq!((s.ready, s.total, s.restarts), (1, 2, 5));
+        assert_eq!(s.status, "Running");
+        // A waiting container's reason wins over the phase.
+        let waiting = container_status(
+            false,
+            0,
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: "ContainerCreating".into(),
+                    message: String::new(),
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            pod_summary(&pod("c", "Pending", vec![waiting])).status,
+            "ContainerCreating"
         );
     }
 
@@ -793,7 +866,29 @@ mod tests {
         };
         assert_eq!(
             row(&nodes[0], wide, now())[5..],
-            ["10.0.0.1".to_string(), "<none>".to_string()]
+            ["10.0.0.1", "<none>", "<unknown>", "<unknown>", "<unknown>"]
+        );
+        // What the kubelet reports in status.nodeInfo.
+        let mut n = node("worker1", Some("True"), false, &[]);
+        n.status.as_mut().unwrap().node_info = Some(NodeSystemInfo {
+            kubelet_version: "v0.1.0".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel_version: "6.1.0-18-amd64".into(),
+            container_runtime_version: "kubelet-lite://0.1.0".into(),
+            ..Default::default()
+        });
+        let text = table(
+            &mut TabWriter::table(),
+            Kind::Node,
+            &objects(vec![n]),
+            wide,
+            false,
+            now(),
+        );
+        assert_eq!(
+            text,
+            "NAME      STATUS   ROLES    AGE    VERSION   INTERNAL-IP   EXTERNAL-IP   OS-IMAGE                         KERNEL-VERSION   CONTAINER-RUNTIME\n\
+             worker1   Ready    <none>   3d4h   v0.1.0    10.0.0.1      <none>        Debian GNU/Linux 12 (bookworm)   6.1.0-18-amd64   kubelet-lite://0.1.0\n"
         );
     }
 
