@@ -344,6 +344,48 @@ async fn pods_run_as_processes_with_upstream_status() {
             .unwrap_or_default();
         assert_eq!(last.exit_code, 143, "SIGTERM'd by the kubelet: {last:?}");
 
+        // Each step is on record as an Event from the kubelet, as upstream's are.
+        let events = Api::<kl_api::Event>::namespaced(client.clone(), "default");
+        let reasons = |pod: &'static str| {
+            let events = events.clone();
+            async move {
+                let l = events.list(&ListParams::default()).await?;
+                anyhow::Ok(
+                    l.items
+                        .into_iter()
+                        .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == pod))
+                        .filter(|e| e.source.as_ref().is_some_and(|s| s.component == "kubelet"))
+                        .map(|e| format!("{} {}", e.reason, e.message))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let live_events = reasons("live").await?;
+        for want in [
+            "Started Started container main",
+            "Unhealthy Liveness probe failed",
+            "Killing Container main failed liveness probe, will be restarted",
+        ] {
+            assert!(
+                live_events.iter().any(|e| e.starts_with(want)),
+                "{want:?} not in {live_events:?}"
+            );
+        }
+        let crash_events = reasons("crash").await?;
+        assert!(
+            crash_events
+                .iter()
+                .any(|e| e.starts_with("BackOff Back-off restarting failed container main")),
+            "{crash_events:?}"
+        );
+        let nosuch_events = reasons("nosuch").await?;
+        assert!(
+            nosuch_events
+                .iter()
+                .any(|e| e.starts_with("Failed Error: exec:")),
+            "{nosuch_events:?}"
+        );
+
         // Readiness drives Ready, both ways.
         let mut rd = sh_pod("ready", "worker1", "exec sleep 3600", "Always");
         rd.spec.as_mut().unwrap().containers[0].readiness_probe = Some(exec_probe("test -f ready"));

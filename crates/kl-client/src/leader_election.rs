@@ -72,9 +72,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use kl_api::{
-    Event, EventSource, FencingToken, Lease, LeaseSpec, ObjectMeta, ObjectReference, Resource,
-};
+use kl_api::{FencingToken, Lease, LeaseSpec, ObjectMeta, ObjectReference, Resource};
 use prometheus::{IntGaugeVec, Opts};
 use rand::Rng;
 use tokio::time::Instant;
@@ -274,12 +272,6 @@ pub fn micro_time(t: SystemTime) -> String {
     )
 }
 
-/// Kubernetes' Time text (`2006-01-02T15:04:05Z`), UTC: Event timestamps.
-fn seconds_time(t: SystemTime) -> String {
-    let micro = micro_time(t);
-    format!("{}Z", &micro[..19])
-}
-
 /// One term of leadership, handed to the leading work.
 #[derive(Debug, Clone)]
 pub struct Leadership {
@@ -333,7 +325,7 @@ struct Observed {
 struct Inner {
     config: LeaderElectionConfig,
     leases: Api<Lease>,
-    events: Api<Event>,
+    events: crate::events::Recorder,
     observed: Mutex<Observed>,
     /// True from a successful acquire until the term ends.
     leading: AtomicBool,
@@ -373,7 +365,7 @@ impl LeaderElector {
         Ok(LeaderElector {
             inner: Arc::new(Inner {
                 leases: Api::namespaced(client.clone(), &config.lease_namespace),
-                events: Api::namespaced(client, &config.lease_namespace),
+                events: crate::events::Recorder::new(client, &config.component, ""),
                 config,
                 observed: Mutex::new(Observed::default()),
                 leading: AtomicBool::new(false),
@@ -771,44 +763,24 @@ impl LeaderElector {
         let cfg = &self.inner.config;
         let lease = self.observed().lease.clone().unwrap_or_default();
         let meta = lease.metadata.clone().unwrap_or_default();
-        let now = SystemTime::now();
-        let nanos = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let ts = seconds_time(now);
-        let event = Event {
-            metadata: Some(ObjectMeta {
-                name: format!("{}.{:x}", cfg.lease_name, nanos),
-                namespace: cfg.lease_namespace.clone(),
-                ..Default::default()
-            }),
-            involved_object: Some(ObjectReference {
-                kind: "Lease".into(),
-                namespace: cfg.lease_namespace.clone(),
-                name: cfg.lease_name.clone(),
-                uid: meta.uid.clone(),
-                api_version: Lease::KIND.api_version().into(),
-                resource_version: meta.resource_version.clone(),
-                field_path: String::new(),
-            }),
-            reason: "LeaderElection".into(),
-            message: format!("{} {what}", cfg.identity),
-            r#type: "Normal".into(),
-            count: 1,
-            first_timestamp: ts.clone(),
-            last_timestamp: ts,
-            source: Some(EventSource {
-                component: cfg.component.clone(),
-                host: String::new(),
-            }),
-            ..Default::default()
+        let about = ObjectReference {
+            kind: "Lease".into(),
+            namespace: cfg.lease_namespace.clone(),
+            name: cfg.lease_name.clone(),
+            uid: meta.uid.clone(),
+            api_version: Lease::KIND.api_version().into(),
+            resource_version: meta.resource_version.clone(),
+            field_path: String::new(),
         };
-        match tokio::time::timeout(Duration::from_secs(2), self.inner.events.create(event)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!(error = %e, "could not record the leader election event"),
-            Err(_) => debug!("recording the leader election event timed out"),
-        }
+        self.inner
+            .events
+            .record(
+                &about,
+                "Normal",
+                "LeaderElection",
+                &format!("{} {what}", cfg.identity),
+            )
+            .await;
     }
 }
 
@@ -869,6 +841,6 @@ mod tests {
         assert_ne!(default_identity(), id);
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
         assert_eq!(micro_time(t), "2023-11-14T22:13:20.123456Z");
-        assert_eq!(seconds_time(t), "2023-11-14T22:13:20Z");
+        assert_eq!(crate::events::seconds_time(t), "2023-11-14T22:13:20Z");
     }
 }

@@ -11,6 +11,7 @@
 //! * [`api`]: the verbs: [`DynamicApi`] over [`kl_api::Object`] by kind (kubectl) and the typed
 //!   [`Api<K>`] on top (controllers); optional fencing tokens on writes.
 //! * [`params`]: list, watch, delete and log options; [`watch`]: watch events and streams.
+//! * [`events`]: recording Events (client-go's `EventRecorder`), best effort.
 //! * [`informer`]: list + watch into a shared cache, resuming from the last resourceVersion and
 //!   relisting on Expired (the watcher state machine of kube-runtime).
 //! * [`workqueue`]: rate-limited, de-duplicating keys for reconcilers, with per-key backoff.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod informer;
 pub mod kubeconfig;
 pub mod leader_election;

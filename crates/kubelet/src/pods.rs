@@ -49,6 +49,8 @@ pub struct Ctx {
     pub node_ip: IpAddr,
     pub runtime: Runtime,
     pub metrics: Arc<crate::run::Metrics>,
+    /// Events about pods (`source.component` kubelet, host the node), as upstream records.
+    pub recorder: kl_client::events::Recorder,
 }
 
 /// Runs the pod workers of this node until cancelled.
@@ -251,6 +253,15 @@ impl Worker {
         }
     }
 
+    /// Records an Event about this pod.
+    async fn event(&self, type_: &str, reason: &str, message: &str) {
+        let pod = self.pod.borrow().clone();
+        self.ctx
+            .recorder
+            .record_for(pod.as_ref(), type_, reason, message)
+            .await;
+    }
+
     async fn run(mut self) {
         let pr = self.pod_ref();
         let name = format!("{}/{}", pr.namespace, pr.name);
@@ -338,6 +349,21 @@ impl Worker {
         if !meta.deletion_timestamp.is_empty() {
             if !self.deletion_confirmed {
                 info!(pod = %format!("{}/{}", pr.namespace, pr.name), grace = ?self.grace(true), "terminating pod");
+                for c in &spec.containers {
+                    if self
+                        .ctx
+                        .runtime
+                        .container(&pr.uid, &c.name)
+                        .is_some_and(|i| matches!(i.state, ContainerState::Running { .. }))
+                    {
+                        self.event(
+                            "Normal",
+                            "Killing",
+                            &format!("Stopping container {}", c.name),
+                        )
+                        .await;
+                    }
+                }
                 self.containers.clear(); // stops probes
                 self.stop_all(self.grace(true)).await;
                 self.post_status(&pod, true).await;
@@ -400,6 +426,16 @@ impl Worker {
                 if let Some(state) = failed {
                     info!(pod = %pr.name, container = %c.name, message = %state.message, "liveness probe failed; killing the container");
                     self.ctx.metrics.liveness_restarts.inc();
+                    self.event("Warning", "Unhealthy", &state.message).await;
+                    self.event(
+                        "Normal",
+                        "Killing",
+                        &format!(
+                            "Container {} failed liveness probe, will be restarted",
+                            c.name
+                        ),
+                    )
+                    .await;
                     if let Some(t) = self.containers.get_mut(&c.name) {
                         t.probes = None;
                     }
@@ -433,6 +469,7 @@ impl Worker {
                 if !restart {
                     return None;
                 }
+                let mut backoff_event = None;
                 if t.handled_exit != Some(info.attempt) {
                     let ran = started_at
                         .and_then(|s| finished_at.duration_since(s).ok())
@@ -444,10 +481,22 @@ impl Worker {
                     t.crashes = t.crashes.saturating_add(1);
                     t.handled_exit = Some(info.attempt);
                     t.restart_at = Some(*finished_at + t.delay);
+                    if !t.delay.is_zero() {
+                        backoff_event = Some(format!(
+                            "Back-off restarting failed container {} in pod {}_{}({})",
+                            c.name, pr.name, pr.namespace, pr.uid
+                        ));
+                    }
                 }
                 let at = t.restart_at.unwrap_or_else(SystemTime::now);
-                if SystemTime::now() >= at {
+                let due = SystemTime::now() >= at;
+                if due {
                     t.last_terminated = terminated_of(&info);
+                }
+                if let Some(msg) = backoff_event {
+                    self.event("Warning", "BackOff", &msg).await;
+                }
+                if due {
                     self.start(pr, c, info.attempt + 1).await;
                     None
                 } else {
@@ -476,10 +525,18 @@ impl Worker {
                 } = &info.state
                 {
                     warn!(pod = %pr.name, container = %c.name, %reason, %message, "container failed to start");
+                    self.event("Warning", "Failed", &format!("Error: {message}"))
+                        .await;
                 } else {
                     info!(pod = %format!("{}/{}", pr.namespace, pr.name), container = %c.name, attempt, pid = ?info.pid, "container started");
+                    self.ctx.metrics.containers_started.inc();
+                    self.event(
+                        "Normal",
+                        "Started",
+                        &format!("Started container {}", c.name),
+                    )
+                    .await;
                 }
-                self.ctx.metrics.containers_started.inc();
             }
             Err(e) => {
                 warn!(pod = %pr.name, container = %c.name, error = %e, "starting the container failed")

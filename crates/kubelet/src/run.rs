@@ -208,7 +208,9 @@ pub async fn run_until(
         ready,
         stop.child_token(),
     ));
+    let recorder = kl_client::events::Recorder::new(client.clone(), "kubelet", &config.node_name);
     let ctx = Arc::new(Ctx {
+        recorder,
         client,
         node_name: config.node_name.clone(),
         node_ip: config.node_ip,

@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use kl_api::{
-    Event, EventSource, FencingToken, Node, ObjectMeta, ObjectReference, Pod, PodCondition,
-};
+use kl_api::{FencingToken, Node, Pod, PodCondition};
 use kl_client::{Api, ApiError, Client};
 use parking_lot::Mutex;
 use rand::SeedableRng;
@@ -198,51 +196,13 @@ impl Writer {
         }
     }
 
-    fn events(&self, ns: &str) -> Api<Event> {
-        let api = Api::namespaced(self.client.clone(), ns);
-        match &self.fencing {
-            Some(t) => api.with_fencing(t.clone()),
-            None => api,
-        }
-    }
-
-    /// Records an Event about `pod` (best effort, as upstream's recorder).
+    /// Records an Event about `pod` (best effort, as upstream's recorder), fenced like every
+    /// other write of this term.
     async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let now = rfc3339(SystemTime::now());
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let ev = Event {
-            metadata: Some(ObjectMeta {
-                name: format!("{}.{nanos:x}", meta.name),
-                namespace: meta.namespace.clone(),
-                ..Default::default()
-            }),
-            involved_object: Some(ObjectReference {
-                kind: "Pod".into(),
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone(),
-                uid: meta.uid.clone(),
-                api_version: "v1".into(),
-                resource_version: meta.resource_version.clone(),
-                ..Default::default()
-            }),
-            reason: reason.into(),
-            message: message.into(),
-            r#type: type_.into(),
-            count: 1,
-            first_timestamp: now.clone(),
-            last_timestamp: now,
-            source: Some(EventSource {
-                component: SCHEDULER_NAME.into(),
-                host: self.host.clone(),
-            }),
-            ..Default::default()
-        };
-        if let Err(e) = self.events(&meta.namespace).create(ev).await {
-            debug!(pod = %meta.name, error = %e, "event not recorded");
-        }
+        kl_client::events::Recorder::new(self.client.clone(), SCHEDULER_NAME, &self.host)
+            .with_fencing(self.fencing.clone())
+            .record_for(pod, type_, reason, message)
+            .await;
     }
 
     /// Sets `PodScheduled=False, reason Unschedulable` with `message` on the pod (when it
