@@ -259,27 +259,54 @@ pub fn lease_object(name: &str, node_uid: &str, duration_secs: u32, now: SystemT
     }
 }
 
-/// Renews (or creates) the node's Lease once.
+/// Renews (or creates) the node's Lease once. `last` is the Lease as this kubelet last wrote
+/// it: as upstream's lease controller, a renewal is one Update of that copy, and only a
+/// Conflict or a missing copy costs a Get first.
 pub async fn renew_lease(
     api: &Api<Lease>,
     name: &str,
     node_uid: &str,
     duration_secs: u32,
+    last: &mut Option<Lease>,
 ) -> Result<(), ApiError> {
     let now = SystemTime::now();
-    match api.get_opt(name).await? {
+    let base = match last.take() {
+        Some(l) => Some(l),
+        None => api.get_opt(name).await?,
+    };
+    let written = match base {
         None => {
             api.create(lease_object(name, node_uid, duration_secs, now))
-                .await?;
+                .await?
         }
         Some(mut lease) => {
-            let spec = lease.spec.get_or_insert_with(Default::default);
-            spec.holder_identity = name.into();
-            spec.lease_duration_seconds = Some(duration_secs as i32);
-            spec.renew_time = micro_time(now);
-            api.update(lease).await?;
+            let renewed = |lease: &mut Lease| {
+                let spec = lease.spec.get_or_insert_with(Default::default);
+                spec.holder_identity = name.into();
+                spec.lease_duration_seconds = Some(duration_secs as i32);
+                spec.renew_time = micro_time(now);
+            };
+            renewed(&mut lease);
+            match api.update(lease).await {
+                Ok(l) => l,
+                Err(e) if e.is_conflict() || e.is_not_found() => {
+                    // Changed or deleted by someone else: start again from the stored one.
+                    match api.get_opt(name).await? {
+                        None => {
+                            api.create(lease_object(name, node_uid, duration_secs, now))
+                                .await?
+                        }
+                        Some(mut fresh) => {
+                            renewed(&mut fresh);
+                            api.update(fresh).await?
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-    }
+    };
+    *last = Some(written);
     Ok(())
 }
 
@@ -323,10 +350,13 @@ pub async fn run_heartbeat(
     let mut next_lease = Instant::now();
     let mut next_status = Instant::now();
     let mut posted: Option<(NodeStatus, Instant)> = None;
+    let mut lease: Option<Lease> = None;
     loop {
         let now = Instant::now();
         if now >= next_lease {
-            if let Err(e) = renew_lease(&leases, &id.name, &uid, hb.lease_duration_secs).await {
+            if let Err(e) =
+                renew_lease(&leases, &id.name, &uid, hb.lease_duration_secs, &mut lease).await
+            {
                 warn!(node = %id.name, error = %e, "renewing the node lease failed");
                 // As upstream: retry sooner than a full interval after a failure.
                 next_lease = Instant::now() + renew_every.min(Duration::from_millis(200) * 5);
