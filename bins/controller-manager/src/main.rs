@@ -9,6 +9,10 @@ use clap::Parser;
 mod flags;
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     let flags = kl_cli::bool_flag(flags::Flags::parse());
     kl_cli::init_logging();
     let config = match flags.config() {

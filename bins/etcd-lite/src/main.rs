@@ -10,6 +10,10 @@ use std::process::ExitCode;
 mod flags;
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     // Flags first, while the process has one thread (parsing edits the environment).
     let flags = flags::Flags::from_process();
     if flags.version {

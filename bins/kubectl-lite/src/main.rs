@@ -12,6 +12,10 @@ use clap::Parser;
 mod commands;
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     kl_cli::init_logging();
     let cli = commands::Cli::parse();
     let result = commands::run_with(

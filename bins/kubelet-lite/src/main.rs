@@ -144,6 +144,10 @@ impl Flags {
 }
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("shim") {
         return kubelet::runtime::shim::main(args[2..].to_vec());

@@ -152,6 +152,10 @@ async fn terminated() {
 }
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     let flags = Flags::parse();
     kl_cli::init_logging();
     let config = match flags.config() {

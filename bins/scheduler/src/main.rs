@@ -96,6 +96,10 @@ impl Flags {
 }
 
 fn main() -> ExitCode {
+    // `<binary> healthcheck URL ...`: a GET for container health checks (kl_cli::healthcheck).
+    if let Some(code) = kl_cli::healthcheck::dispatch() {
+        return code;
+    }
     let config = Flags::parse().into_config();
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");

@@ -8,11 +8,15 @@
 //!   Go `flag` package and pflag do.
 //! * [`parse_url_list`]: comma-separated URL lists (`--listen-client-urls a,b`).
 //! * [`init_logging`]: one `tracing` subscriber set-up, filtered by `RUST_LOG`.
+//! * [`healthcheck`]: the `<binary> healthcheck URL` subcommand every binary dispatches to
+//!   (container health checks without curl or a TLS-capable wget).
 //!
 //! It must never grow component-specific knowledge: a flag's meaning lives with its component.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
+
+pub mod healthcheck;
 
 /// A flag value that could not be understood; the message names the value and the expected form.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 //!   `tonic::transport::Server::serve_with_incoming`; slow or failed handshakes never stall the
 //!   accept loop.
 //! * [`peer_identity`]: the CN and O of the verified client certificate of a tonic request.
+//! * [`http_get`] (module [`http`]): the one HTTP(S) GET, for health checks and tests.
 //!
 //! It must never decide *who may do what*: that is authorization, elsewhere.
 #![forbid(unsafe_code)]
@@ -25,6 +26,10 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+
+pub mod http;
+
+pub use http::{http_get, http_get_via, HttpGetError, HttpResponse};
 
 use futures::Stream;
 use rustls::{

@@ -7,17 +7,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
 use anyhow::Context;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    process::Command,
-};
-use tokio_rustls::{rustls::pki_types::ServerName, TlsConnector};
+use tokio::process::Command;
 
 use crate::{
     bins::bin_path,
@@ -457,7 +451,8 @@ async fn ready(ca: &Path, port: u16) -> bool {
 }
 
 /// One HTTPS/1.1 `GET path` to 127.0.0.1:port, verifying the server for `localhost` against
-/// `ca`, presenting `identity` if given; the status code and body. Bounded to 5 s.
+/// `ca`, presenting `identity` if given; the status code and body. Bounded to 5 s. A thin
+/// wrapper over [`kl_tls::http_get_via`], the project's one HTTPS GET.
 pub async fn https_get(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
@@ -465,37 +460,14 @@ pub async fn https_get(
     path: &str,
 ) -> anyhow::Result<(u16, String)> {
     let tls = kl_tls::ClientTls::load(ca, identity)?;
-    let mut cfg = (*tls.rustls_config()?).clone();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = TlsConnector::from(Arc::new(cfg));
-    let fut = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-        let mut s = connector
-            .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
-            .await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-        let mut out = Vec::new();
-        // A server that closes without close_notify is fine here: keep what was read.
-        let _ = s.read_to_end(&mut out).await;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .with_context(|| format!("no HTTP status in {text:?}"))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .context("no answer in 5 s")?
+    let r = kl_tls::http_get_via(
+        Some(&format!("127.0.0.1:{port}")),
+        &format!("https://localhost:{port}{path}"),
+        Some(&tls),
+        Duration::from_secs(5),
+    )
+    .await?;
+    Ok((r.status, r.body))
 }
 
 /// A raw gRPC client of the kube-lite API at `url` (the lb or one apiserver), verifying the
