@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::api::*;
 use kl_api::{Node, NodeSpec, ObjectMeta};
-use testkit::{ApiOpts, CmdOutput};
+use testkit::{ApiOpts, CmdOutput, EtcdOpts};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const MANIFEST: &str = r#"
@@ -56,7 +56,14 @@ fn failed(out: CmdOutput, msg: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_through_the_lb() {
-    let mut c = start_api(ApiOpts::default()).await;
+    // etcd's default timings, not the fast ones: this test writes 200 KiB pods, and openraft
+    // gives one AppendEntries no longer than a heartbeat interval (50 ms with the fast ones),
+    // which a debug build on a loaded 2-core machine can miss with entries that big.
+    let mut c = start_api(ApiOpts {
+        etcd: EtcdOpts::default(),
+        ..ApiOpts::default()
+    })
+    .await;
     run_api(&mut c, |c| async move {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("app.yaml");

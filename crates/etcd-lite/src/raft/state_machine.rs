@@ -405,7 +405,20 @@ mod tests {
     }
 
     fn reopen(path: &std::path::Path) -> (StateMachine, Arc<Shared>) {
-        let db = sled::Config::new().path(path).open().unwrap();
+        // sled releases its file lock from a background thread after the last handle drops:
+        // a reopen right after a drop may find it still held for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("opening {}: {e}", path.display()),
+            }
+        };
         let (revision, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             mvcc: Arc::new(RwLock::new(Mvcc::open(&db).unwrap())),
