@@ -11,11 +11,15 @@
 //! kl-bench api watch  --kubeconfig F --server URL --watchers W --conns C --writes M
 //! kl-bench lease holder   --kubeconfig F --lease NS/NAME
 //! kl-bench lease takeover --kubeconfig F --lease NS/NAME --holder ID --pid P --signal KILL|TERM
+//! kl-bench pods startup   --kubeconfig F --total N --rate R      (see pods.rs)
+//! kl-bench sched nodes|create|wait --kubeconfig F ...           (see sched.rs)
 //! ```
 //!
 //! `store` is built on `etcd-client`, so it drives etcd-lite and real etcd the same way; `api`
 //! on the generated `kubelite.v1.Api` client with the kubeconfig's TLS identity; `lease` on
-//! kl-client (see lease.rs: the takeover time of a leader-elected component).
+//! kl-client (see lease.rs: the takeover time of a leader-elected component); `pods` and `sched`
+//! on kl-client too, with an informer as the watch that observes pods bound and Running
+//! (podwatch.rs).
 //!
 //! Each run prints one JSON line: throughput (requests/s), p50/p99/max latency (ms), and
 //! counts; `failover` prints the longest gap between two successful writes while something
@@ -26,6 +30,9 @@
 mod api;
 mod lb;
 mod lease;
+mod pods;
+mod podwatch;
+mod sched;
 mod stats;
 mod store;
 
@@ -61,6 +68,16 @@ enum Target {
     Lease {
         #[command(subcommand)]
         bench: lease::LeaseBench,
+    },
+    /// Pod startup latency: create → Running observed by a watch (`scripts/bench pods`).
+    Pods {
+        #[command(subcommand)]
+        bench: pods::PodsBench,
+    },
+    /// Scheduling throughput with hollow nodes (`scripts/bench scheduler`).
+    Sched {
+        #[command(subcommand)]
+        bench: sched::SchedBench,
     },
 }
 
@@ -171,6 +188,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", lease::run(bench).await?);
             return Ok(());
         }
+        Target::Pods { bench } => {
+            println!("{}", pods::run(bench).await?);
+            return Ok(());
+        }
+        Target::Sched { bench } => {
+            println!("{}", sched::run(bench).await?);
+            return Ok(());
+        }
     };
     let line = match bench {
         StoreBench::Put(load) => store::put(&load).await?,
@@ -247,6 +272,36 @@ mod tests {
             }
         ));
         assert!(Cli::try_parse_from(["kl-bench", "api", "create"]).is_err());
+    }
+
+    #[test]
+    fn parses_pods_and_sched_runs() {
+        let cli = Cli::try_parse_from([
+            "kl-bench",
+            "pods",
+            "startup",
+            "--kubeconfig=/k",
+            "--total=100",
+            "--rate=10",
+        ])
+        .expect("parses");
+        assert!(matches!(cli.target, Target::Pods { .. }));
+        let cli = Cli::try_parse_from([
+            "kl-bench",
+            "sched",
+            "create",
+            "--kubeconfig=/k",
+            "--total=3000",
+            "--wait-bound=false",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.target,
+            Target::Sched {
+                bench: sched::SchedBench::Create(_)
+            }
+        ));
+        assert!(Cli::try_parse_from(["kl-bench", "sched", "wait", "--kubeconfig=/k"]).is_err());
     }
 
     #[test]
