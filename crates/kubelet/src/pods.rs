@@ -474,11 +474,7 @@ impl Worker {
                     let ran = started_at
                         .and_then(|s| finished_at.duration_since(s).ok())
                         .unwrap_or_default();
-                    if ran >= BACKOFF_RESET {
-                        t.crashes = 0;
-                    }
-                    t.delay = crash_delay(t.crashes);
-                    t.crashes = t.crashes.saturating_add(1);
+                    (t.delay, t.crashes) = next_backoff(t.crashes, ran);
                     t.handled_exit = Some(info.attempt);
                     t.restart_at = Some(*finished_at + t.delay);
                     if !t.delay.is_zero() {
@@ -654,6 +650,14 @@ fn exit_code_of(info: &ContainerInfo) -> i32 {
         ContainerState::Exited { exit_code, .. } => *exit_code,
         ContainerState::Running { .. } => 0,
     }
+}
+
+/// The delay before restarting a container that ran for `ran` after `crashes` earlier
+/// crashes, and the crash count after this one: a container that ran [`BACKOFF_RESET`] starts
+/// over, as if it had never crashed.
+pub fn next_backoff(crashes: u32, ran: Duration) -> (Duration, u32) {
+    let crashes = if ran >= BACKOFF_RESET { 0 } else { crashes };
+    (crash_delay(crashes), crashes.saturating_add(1))
 }
 
 /// CrashLoopBackOff's delay before restart number `crashes + 1`: none for the first crash,
@@ -1014,6 +1018,17 @@ mod tests {
         let secs: Vec<u64> = (0..8).map(|n| crash_delay(n).as_secs()).collect();
         assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(crash_delay(u32::MAX), BACKOFF_MAX);
+        // Quick crashes climb; ten minutes of running start over.
+        let quick = Duration::from_secs(1);
+        let (mut crashes, mut delays) = (0, Vec::new());
+        for _ in 0..4 {
+            let (d, c) = next_backoff(crashes, quick);
+            delays.push(d.as_secs());
+            crashes = c;
+        }
+        assert_eq!(delays, [0, 10, 20, 40]);
+        assert_eq!(next_backoff(crashes, BACKOFF_RESET), (Duration::ZERO, 1));
+        assert_eq!(next_backoff(1, BACKOFF_RESET - quick).0, BACKOFF_INITIAL);
     }
 
     #[test]
