@@ -27,22 +27,7 @@ use crate::scheduler::{schedule_loop, State, Writer};
 
 /// Runs the scheduler until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    run_until(config, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    run_until(config, kl_cli::shutdown_signal()).await
 }
 
 /// Runs the scheduler until `shutdown` completes.
