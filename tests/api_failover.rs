@@ -1,5 +1,7 @@
 //! The front door under faults: store members (a follower, then the leader) killed behind
-//! running apiservers, and an apiserver killed while clients list and watch through the lb.
+//! running apiservers; the store's quorum lost (a write fails with etcd's reason before the
+//! client's deadline, and nothing acknowledged is lost); an apiserver killed while clients list
+//! and watch through the lb.
 //! Also run against real etcd 3.4 (`KL_ETCD_BIN=/usr/bin/etcd`, scripts/test does).
 //!
 //! Needs `cargo build --workspace --bins` first.
@@ -10,8 +12,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use common::api::*;
 use futures::StreamExt;
-use kl_api::{ListRequest, Object, Pod, VersionRequest, WatchRequest};
+use kl_api::{CreateRequest, ListRequest, Object, Pod, VersionRequest, WatchRequest};
 use testkit::{wait_until, ApiOpts};
+use tonic::Code;
 
 /// Creates, reads and lists a pod through `api`; every call must succeed (the apiserver rides
 /// out store failures itself).
@@ -87,6 +90,73 @@ async fn store_member_and_store_leader_killed_behind_running_apiservers() {
         c.etcd.restart(leader)?;
         c.etcd.wait_for_leader(Duration::from_secs(30)).await?;
         exercise(&mut api, "restored").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Two of three members down: a write with a 3 s deadline (`grpc-timeout`, as kubectl-lite's
+/// `--request-timeout` sends it) is answered by the apiserver itself, naming every member's
+/// failure, instead of running into the client's deadline; once the members are back, what
+/// was acknowledged before is there and writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_fails_writes_with_etcds_reason_before_the_clients_deadline() {
+    let mut c = start_api(ApiOpts::default()).await;
+    run_api(&mut c, |c| async move {
+        let mut api = c.raw_client().await?;
+        exercise(&mut api, "acked").await?;
+
+        let leader = c.etcd.wait_for_leader(Duration::from_secs(30)).await?;
+        let follower = (leader + 1) % c.etcd.len();
+        c.etcd.kill9(leader);
+        c.etcd.kill9(follower);
+        let mut req = tonic::Request::new(CreateRequest {
+            object: typed(pod("no-quorum", &[])),
+            fencing: None,
+        });
+        req.set_timeout(Duration::from_secs(3));
+        let answer = tokio::time::timeout(Duration::from_secs(30), api.create(req))
+            .await
+            .map_err(|_| anyhow::anyhow!("a write without quorum hung"))?;
+        let status = match answer {
+            Ok(r) => anyhow::bail!("a write without quorum succeeded: {:?}", r.into_inner()),
+            Err(s) => s,
+        };
+        anyhow::ensure!(
+            matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
+                && status
+                    .message()
+                    .contains("no etcd member could serve the request"),
+            "the apiserver's own answer naming etcd's failure, got {:?} ({}) {}",
+            status.code(),
+            reason(&status),
+            status.message()
+        );
+
+        c.etcd.restart(leader)?;
+        c.etcd.restart(follower)?;
+        c.etcd.wait_for_leader(Duration::from_secs(30)).await?;
+        let acked: Pod = wait_until(
+            "the pod acknowledged before the quorum loss",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let mut api = api.clone();
+                async move { Ok(get::<Pod>(&mut api, "default", "acked").await.ok()) }
+            },
+        )
+        .await?;
+        anyhow::ensure!(meta(&acked).name == "acked");
+        wait_until(
+            "writes to succeed again",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let mut api = api.clone();
+                async move { Ok(exercise(&mut api, "restored").await.ok()) }
+            },
+        )
+        .await?;
         Ok(())
     })
     .await;

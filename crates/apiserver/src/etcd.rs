@@ -210,6 +210,31 @@ impl Etcd {
             .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// The error when no member served a call within `waited`: every member's last failure,
+    /// so the client reads why (`etcdserver: no leader`, unreachable, no answer).
+    fn gave_up(&self, failures: &[Option<String>], waited: Duration) -> EtcdError {
+        let each: Vec<String> = self
+            .members
+            .iter()
+            .zip(failures)
+            .map(|(m, f)| format!("{}: {}", m.url, f.as_deref().unwrap_or("not tried")))
+            .collect();
+        let why = format!(
+            "no etcd member could serve the request within {waited:.1?} (the etcd cluster is \
+             down or has lost its quorum): {}",
+            each.join("; ")
+        );
+        if failures
+            .iter()
+            .flatten()
+            .all(|f| f.starts_with("no answer"))
+        {
+            EtcdError::Timeout(why)
+        } else {
+            EtcdError::Unavailable(why)
+        }
+    }
+
     /// Runs `f` against a member, failing over as the module doc says. Returns the answer and
     /// whether an earlier attempt failed in a way that may have reached etcd (so a write may
     /// have been applied by it).
@@ -224,10 +249,16 @@ impl Etcd {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let started = Instant::now();
-        let deadline = started + self.opts.call_timeout;
+        // The caller's deadline (crate::deadline) when it is sooner: answer with etcd's
+        // reason before the client gives up.
+        let deadline = match crate::deadline::current() {
+            Some(d) => d.min(started + self.opts.call_timeout),
+            None => started + self.opts.call_timeout,
+        };
         let n = self.members.len();
         let mut retried = false;
-        let mut last_err = String::new();
+        // Each member's last failure, for the answer when none could serve.
+        let mut failures: Vec<Option<String>> = vec![None; n];
         let mut round = 0u32;
         let result = 'outer: loop {
             let first = self.preferred.load(Ordering::Relaxed) % n;
@@ -235,11 +266,7 @@ impl Etcd {
                 let i = (first + step) % n;
                 let now = Instant::now();
                 if now >= deadline {
-                    break 'outer Err(if last_err.contains("timed out") {
-                        EtcdError::Timeout(last_err)
-                    } else {
-                        EtcdError::Unavailable(last_err)
-                    });
+                    break 'outer Err(self.gave_up(&failures, now - started));
                 }
                 let budget = self.opts.attempt_timeout.min(deadline - now);
                 let member = &self.members[i];
@@ -252,7 +279,7 @@ impl Etcd {
                     Ok(Err(e)) => match classify(&e) {
                         Failure::Retry(why) => {
                             tracing::debug!(member = %member.url, operation, error = %why, "etcd member failed; trying the next");
-                            last_err = format!("{}: {why}", member.url);
+                            failures[i] = Some(why);
                             retried = true;
                             self.rotate_from(i);
                         }
@@ -268,7 +295,7 @@ impl Etcd {
                     },
                     Err(_) => {
                         tracing::debug!(member = %member.url, operation, "etcd call timed out; trying the next member");
-                        last_err = format!("{}: timed out after {budget:?}", member.url);
+                        failures[i] = Some(format!("no answer within {budget:.1?}"));
                         retried = true;
                         self.rotate_from(i);
                     }

@@ -28,6 +28,7 @@
 pub mod bootstrap;
 pub mod compaction;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod etcd;
 pub mod fencing;

@@ -177,7 +177,10 @@ pub async fn run_until(
         .add_service(health_service)
         .clone()
         .routes();
-    let router = grpc.into_axum_router().merge(http::router(health.clone()));
+    let router = grpc
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(crate::deadline::scope))
+        .merge(http::router(health.clone()));
     let mut server_stop = stop_rx.clone();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
