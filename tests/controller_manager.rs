@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use common::api::{run_api, start_api};
 use kl_api::{
-    Container, FencingToken, LabelSelector, Lease, LeaseSpec, Node, NodeCondition, NodeStatus,
-    ObjectMeta, Pod, PodSpec, PodTemplateSpec, ReplicaSet, ReplicaSetSpec,
+    Container, Event, FencingToken, LabelSelector, Lease, LeaseSpec, Node, NodeCondition,
+    NodeStatus, ObjectMeta, Pod, PodSpec, PodTemplateSpec, ReplicaSet, ReplicaSetSpec,
 };
 use kl_client::{Api, Client, DeleteParams, ListParams};
 use testkit::components::{ComponentKind, Components};
@@ -212,6 +212,28 @@ async fn failovers(c: &ApiCluster, cms: &mut Components) -> anyhow::Result<()> {
         .await?;
     let monitor = Monitor::start(cms, pods.clone(), "web");
     wait_active(&pods, "web", 5).await?;
+    // Each creation is an Event on the ReplicaSet, as upstream's controller records them.
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    wait_until("five SuccessfulCreate events", WAIT, POLL, || async {
+        let created = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason == "SuccessfulCreate"
+                    && e.message.starts_with("Created pod: web-")
+                    && e.source
+                        .as_ref()
+                        .is_some_and(|s| s.component == "replicaset-controller")
+                    && e.involved_object
+                        .as_ref()
+                        .is_some_and(|o| o.kind == "ReplicaSet" && o.name == "web")
+            })
+            .count();
+        Ok((created == 5).then_some(()))
+    })
+    .await?;
     // The status reaches the apiserver too.
     wait_until("the ReplicaSet's status", WAIT, POLL, || async {
         let rs = Api::<ReplicaSet>::namespaced(client.clone(), "default")

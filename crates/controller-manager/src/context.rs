@@ -55,6 +55,35 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Records an Event about `obj` from `component` (upstream's source names, e.g.
+    /// `replicaset-controller`), best effort and fenced like every write of the term; nothing
+    /// is recorded once the term has ended.
+    pub async fn event<K: Resource>(
+        &self,
+        component: &str,
+        obj: &K,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        // The host part of the election identity (`hostname_uuid`), as the Event's source.
+        let host = self
+            .config
+            .leader_election
+            .identity
+            .split('_')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        kl_client::events::Recorder::new(self.client.clone(), component, &host)
+            .with_fencing(self.fencing.clone())
+            .record_for(obj, type_, reason, message)
+            .await;
+    }
+
     /// The fenced API of kind `K` in `namespace` ("" for cluster-scoped kinds).
     pub fn api<K: Resource>(&self, namespace: &str) -> Api<K> {
         let api = Api::namespaced(self.client.clone(), namespace);

@@ -29,6 +29,9 @@ use kl_client::informer::{key_of, make_key, split_key, Event};
 use kl_client::{DeleteParams, WorkQueue};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
+
+/// The Events' source, as upstream's controller names itself.
+const COMPONENT: &str = "replicaset-controller";
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::context::{controller_ref, pod_is_active, pod_is_ready, Ctx, SyncError};
@@ -344,7 +347,19 @@ impl ReplicaSetController {
                 let mut first_err = None;
                 for r in results {
                     match r {
-                        Ok(p) => debug!(pod = %key_of(&p), "created"),
+                        Ok(p) => {
+                            debug!(pod = %key_of(&p), "created");
+                            let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
+                            self.ctx
+                                .event(
+                                    COMPONENT,
+                                    rs,
+                                    "Normal",
+                                    "SuccessfulCreate",
+                                    &format!("Created pod: {name}"),
+                                )
+                                .await;
+                        }
                         Err(SyncError::Api(e))
                             if e.is_transport()
                                 || matches!(e, kl_client::ApiError::Timeout { .. }) =>
@@ -356,6 +371,17 @@ impl ReplicaSetController {
                         }
                         Err(e) => {
                             self.expectations.creation_observed(key);
+                            if let SyncError::Api(api_err) = &e {
+                                self.ctx
+                                    .event(
+                                        COMPONENT,
+                                        rs,
+                                        "Warning",
+                                        "FailedCreate",
+                                        &format!("Error creating: {api_err}"),
+                                    )
+                                    .await;
+                            }
                             first_err.get_or_insert(e);
                         }
                     }
@@ -394,7 +420,19 @@ impl ReplicaSetController {
             let mut first_err = None;
             for (pod_key, r) in results {
                 match r {
-                    Ok(_) => debug!(pod = %pod_key, "deleted"),
+                    Ok(_) => {
+                        debug!(pod = %pod_key, "deleted");
+                        let name = pod_key.rsplit('/').next().unwrap_or_default();
+                        self.ctx
+                            .event(
+                                COMPONENT,
+                                rs,
+                                "Normal",
+                                "SuccessfulDelete",
+                                &format!("Deleted pod: {name}"),
+                            )
+                            .await;
+                    }
                     Err(SyncError::Api(e)) if e.is_not_found() => {
                         self.expectations.deletion_observed(key, &pod_key)
                     }
