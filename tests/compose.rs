@@ -1,13 +1,26 @@
-//! The docker mode of `scripts/cluster`: `up` starts the stacked topology of docker-compose.yml
-//! (three masters, each one container running etcd-lite, the apiserver, the controller-manager
-//! and the scheduler; the lb; three workers) from an image built by `scripts/image`, and returns
-//! a usable cluster: through the lb's published port a ReplicaSet's 6 pods (real `sleep`
-//! processes in the workers' containers) run spread over all three workers, `kubectl-lite logs`
-//! reads one (the apiserver dials the worker container), a component killed inside a master is
-//! restarted by the master's supervisor, and with a whole master killed (`docker kill`) the
-//! cluster keeps answering and scales to 8. `down --purge` removes containers, network and
-//! volumes. Then the external topology (etcd1..3 in containers of their own) comes up and runs
-//! the same ReplicaSet spread over the workers.
+//! The docker mode of `scripts/cluster` and the scenarios of `scripts/chaos`. `up` starts the
+//! stacked topology of docker-compose.yml (three masters, each one container running
+//! etcd-lite, the apiserver, the controller-manager and the scheduler; the lb; three workers)
+//! from an image built by `scripts/image`, and returns a usable cluster: through the lb's
+//! published port a ReplicaSet's 6 pods (real `sleep` processes in the workers' containers)
+//! run spread over all three workers, `kubectl-lite logs` reads one (the apiserver dials the
+//! worker container), and a component killed inside a master is restarted by the master's
+//! supervisor. Then, each through `scripts/chaos` (whose verdict must be success: the cluster
+//! whole again, never two controller-managers or schedulers acting at once, no write hung or
+//! lost):
+//!
+//! * the master whose controller-manager leads is killed: a controller-manager on another
+//!   master takes over, and a scale to 8 is carried out while it is down; it is restarted;
+//! * a worker is killed: its pods are replaced on the others, it rejoins;
+//! * the new leader's master is cut off the network: the majority side takes over; healed;
+//! * quorum is lost: writes are refused by the server with etcd's reason (not a client
+//!   timeout), and every acknowledged write is there once the members are back;
+//! * `down` (volumes kept) and `up`: every object is still there, the pods run again.
+//!
+//! `down --purge` removes containers, network and volumes. Then the external topology (etcd1..3
+//! in containers of their own) comes up, runs the same ReplicaSet spread over the workers,
+//! loses the etcd leader's node and takes a write afterwards, loses its active scheduler (a
+//! standby takes over) and its lb for a while.
 //!
 //! Skipped, with a notice, when no Docker engine answers or no compose is installed. It uses
 //! the debug binaries (scripts/test builds them), a unique compose project, image tag and state
@@ -96,7 +109,12 @@ struct Cluster {
 
 impl Cluster {
     fn script(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(repo_root().join("scripts/cluster"));
+        self.script_named("cluster", args)
+    }
+
+    /// scripts/NAME (cluster or chaos) with this cluster's environment.
+    fn script_named(&self, name: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo_root().join("scripts").join(name));
         cmd.args(args)
             .current_dir(repo_root())
             .env("KL_STATE_DIR", self.state.path())
@@ -106,8 +124,42 @@ impl Cluster {
             .env("KL_COMPOSE_PROJECT", &self.project)
             .env("KL_LB_PORT", self.lb_port.to_string())
             .env("KL_LB_STATS_PORT", self.lb_stats_port.to_string())
-            .env("HEALTH_TIMEOUT", "120");
+            .env("HEALTH_TIMEOUT", "120")
+            // A lost worker's pods are replaced after 30 s + 10 s rather than upstream's
+            // 40 s + 5 m.
+            .env("KL_NODE_MONITOR_GRACE_PERIOD", "30s")
+            .env("KL_POD_EVICTION_TIMEOUT", "10s");
         cmd
+    }
+
+    /// `scripts/chaos ARGS...`: its timeline, which must end in a verdict of success.
+    async fn chaos(&self, args: &[&str]) -> String {
+        let what = format!("scripts/chaos {}", args.join(" "));
+        let mut cmd = self.script_named("chaos", args);
+        cmd.arg("--timeout=240");
+        let out = run_bounded(cmd, None, Duration::from_secs(300), &what)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        eprintln!("--- {what}\n{}{}", out.stdout, out.stderr);
+        assert!(out.success(), "{what} failed: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains("verdict: the cluster"),
+            "{what} printed no verdict"
+        );
+        out.stdout
+    }
+
+    /// The master holding a leader-election Lease (`kube-controller-manager`, ...).
+    async fn lease_holder(&self, lease: &str) -> String {
+        let out = self
+            .kubectl(
+                &["get", "lease", lease, "-n", "kube-system", "--no-headers"],
+                None,
+            )
+            .await
+            .expect("get lease");
+        let holder = out.stdout.split_whitespace().nth(1).unwrap_or_default();
+        holder.split('_').next().unwrap_or_default().to_owned()
     }
 
     async fn run_script(&self, args: &[&str], timeout: Duration) -> CmdOutput {
@@ -170,7 +222,8 @@ impl Cluster {
             .collect())
     }
 
-    /// Waits until `n` pods run, at least one on each of `workers`; returns name → node.
+    /// Waits until `n` pods run, at least one on each of `workers` (none: anywhere); returns
+    /// name → node.
     async fn wait_running(&self, n: usize, workers: &[&str]) -> BTreeMap<String, String> {
         let want: BTreeSet<String> = workers.iter().map(|w| w.to_string()).collect();
         wait_until(
@@ -270,7 +323,7 @@ async fn build_image(tag: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_cluster_runs_both_compose_topologies_and_survives_a_lost_master() {
+async fn both_compose_topologies_come_up_and_recover_from_chaos() {
     if let Err(reason) = docker_available().await {
         eprintln!("skipping tests/compose.rs: no Docker engine answers ({reason})");
         return;
@@ -351,15 +404,29 @@ async fn scripts_cluster_runs_both_compose_topologies_and_survives_a_lost_master
     .await
     .expect("the supervisor restarts the apiserver");
 
-    // A whole master lost: the cluster keeps answering through the lb and scales to 8.
-    let master2 = cluster.container("master2").await;
-    docker(&["kill", &master2], "docker kill master2")
-        .await
-        .unwrap()
-        .ok()
-        .expect("docker kill master2");
+    // A whole master lost, the one whose controller-manager leads: the standby on another
+    // master takes over, the cluster keeps answering through the lb and scales to 8.
+    let victim = cluster.lease_holder("kube-controller-manager").await;
+    let timeline = cluster
+        .chaos(&[
+            "kill-master",
+            victim.trim_start_matches("master"),
+            "--keep-down",
+        ])
+        .await;
+    assert!(
+        timeline.contains(&format!("killed {victim} ("))
+            && timeline.contains("controller-manager leader"),
+        "the timeline names what the victim led"
+    );
+    let successor = cluster.lease_holder("kube-controller-manager").await;
+    assert!(
+        successor.starts_with("master") && successor != victim,
+        "a controller-manager on another master leads ({successor:?}, {victim} killed)"
+    );
+    assert!(timeline.contains(&format!("controller-manager acting on {successor}")));
     wait_until(
-        "a scale to 8 with master2 gone",
+        "a scale to 8 with a master gone",
         Duration::from_secs(60),
         Duration::from_secs(1),
         || async {
@@ -372,10 +439,76 @@ async fn scripts_cluster_runs_both_compose_topologies_and_survives_a_lost_master
     .await
     .expect("kubectl-lite scale with a master down");
     cluster.wait_running(8, &workers).await;
-    cluster
-        .kubectl(&["get", "nodes"], None)
+    cluster.chaos(&["restart", &victim]).await;
+
+    // A worker lost: its pods are replaced on the others, then it rejoins.
+    let timeline = cluster.chaos(&["kill-worker", "3"]).await;
+    assert!(
+        timeline.contains("node worker3 NotReady"),
+        "worker3 is declared lost"
+    );
+    assert!(
+        timeline.contains("worker3 runs 0 pods"),
+        "worker3's pods are replaced"
+    );
+    assert!(timeline.contains("rs/sleepers 8/8 ready"));
+    cluster.wait_running(8, &["worker1", "worker2"]).await;
+
+    // The controller-manager's master cut off the network: it stops acting, a master on the
+    // majority side takes over (never two acting at once: chaos checks every second), and
+    // the cut-off one rejoins as a standby.
+    let cut = cluster.lease_holder("kube-controller-manager").await;
+    let timeline = cluster.chaos(&["partition", &cut, "--for=40"]).await;
+    let after = cluster.lease_holder("kube-controller-manager").await;
+    assert!(
+        timeline
+            .lines()
+            .any(|l| l.contains("controller-manager acting on") && !l.contains(&cut)),
+        "a controller-manager on the majority side took over"
+    );
+    eprintln!("controller-manager leader after the partition of {cut}: {after}");
+
+    // Quorum lost: writes fail with the apiserver's answer (not a client timeout), nothing
+    // hangs, and every acknowledged write is there once the members are back.
+    let timeline = cluster.chaos(&["quorum-loss", "--for=15"]).await;
+    assert!(
+        timeline.contains("writes fail: Error from server"),
+        "a write without quorum is refused by the server with a reason"
+    );
+    assert!(timeline.contains("acknowledged writes are there"));
+    // (worker3 came back empty after its loss: nothing moves pods back, as upstream.)
+    cluster.wait_running(8, &[]).await;
+
+    // Everything restarted (down keeps the etcd volumes, up starts it again): every object
+    // is still there and the ReplicaSet runs again.
+    let before = cluster
+        .kubectl(&["get", "rs,nodes,leases", "-A", "-o", "name"], None)
         .await
-        .expect("get nodes with a master down");
+        .expect("objects before the restart")
+        .stdout;
+    cluster
+        .run_script(&["down"], Duration::from_secs(180))
+        .await;
+    cluster.run_script(&["up"], up_timeout).await;
+    let after = cluster
+        .kubectl(&["get", "rs,nodes,leases", "-A", "-o", "name"], None)
+        .await
+        .expect("objects after the restart")
+        .stdout;
+    // Every object but the apiservers' identity Leases (a restarted apiserver takes a new
+    // one; upstream's expire and are collected the same way).
+    let names = |s: &str| -> BTreeSet<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("lease.coordination.k8s.io/apiserver-"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        names(&before),
+        names(&after),
+        "every object survives down + up"
+    );
+    cluster.wait_running(8, &[]).await;
 
     // down --purge: nothing of the project is left on the engine.
     cluster
@@ -395,6 +528,19 @@ async fn scripts_cluster_runs_both_compose_topologies_and_survives_a_lost_master
         .await
         .expect("apply the ReplicaSet (external)");
     cluster.wait_running(6, &workers).await;
+    // The etcd leader's own node lost: writes resume on a new leader.
+    let timeline = cluster.chaos(&["kill-etcd-leader"]).await;
+    assert!(timeline.contains("(etcd leader"), "{timeline}");
+    cluster
+        .kubectl(&["scale", "rs", "sleepers", "--replicas=7"], None)
+        .await
+        .expect("a write after the etcd leader's loss");
+    cluster.wait_running(7, &workers).await;
+    // The active scheduler killed (its Lease must expire), then the lb, the one way in.
+    let timeline = cluster.chaos(&["kill-leader", "scheduler"]).await;
+    assert!(timeline.contains("scheduler acting on"), "{timeline}");
+    let timeline = cluster.chaos(&["kill-lb", "--for=5"]).await;
+    assert!(timeline.contains("API fails:") && timeline.contains("API answers through the lb"));
     cluster
         .run_script(&["down", "--purge"], Duration::from_secs(120))
         .await;

@@ -268,7 +268,13 @@ impl Etcd {
                 if now >= deadline {
                     break 'outer Err(self.gave_up(&failures, now - started));
                 }
-                let budget = self.opts.attempt_timeout.min(deadline - now);
+                // A member that does not answer (paused, cut off) may not eat the whole of a
+                // short caller deadline while another member could answer.
+                let remaining = deadline - now;
+                let mut budget = self.opts.attempt_timeout.min(remaining);
+                if step + 1 < n {
+                    budget = budget.min(remaining / 2);
+                }
                 let member = &self.members[i];
                 match tokio::time::timeout(budget, f(member.client.clone())).await {
                     Ok(Ok(v)) => {
