@@ -103,6 +103,12 @@ pub struct Flags {
     /// Timeout for reaching a kubelet (connection, TLS, the answer's head).
     #[arg(long, default_value = "5s", value_parser = kl_cli::duration)]
     pub kubelet_timeout: Duration,
+
+    /// Ordered list of plug-ins to do authorization on the secure port: AlwaysAllow, or
+    /// Node,RBAC (upstream's built-in roles and the Node authorizer with NodeRestriction, as
+    /// kubeadm sets; see docs/SECURITY.md).
+    #[arg(long, default_value = "AlwaysAllow", value_name = "MODES")]
+    pub authorization_mode: apiserver::authz::Mode,
 }
 
 /// A comma-separated URL list as one flag value.
@@ -141,6 +147,7 @@ impl Flags {
             kubelet_client_key: self.kubelet_client_key.clone(),
             kubelet_certificate_authority: self.kubelet_certificate_authority.clone(),
             kubelet_timeout: self.kubelet_timeout,
+            authorization_mode: self.authorization_mode,
             ..Config::default()
         }
     }
@@ -165,6 +172,11 @@ mod tests {
         );
         assert_eq!(c.kubelet_timeout, Duration::from_secs(5));
         assert_eq!(c.kubelet_certificate_authority, None);
+        assert_eq!(c.authorization_mode, apiserver::authz::Mode::AlwaysAllow);
+        let c = Flags::parse_from(["apiserver", "--authorization-mode=Node,RBAC"]).config();
+        assert_eq!(c.authorization_mode, apiserver::authz::Mode::NodeRbac);
+        let e = Flags::try_parse_from(["apiserver", "--authorization-mode=ABAC"]).unwrap_err();
+        assert!(e.to_string().contains("Node,RBAC"), "{e}");
         let c = Flags::parse_from([
             "apiserver",
             "--kubelet-preferred-address-types=Hostname,InternalIP",

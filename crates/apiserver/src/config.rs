@@ -54,6 +54,8 @@ pub struct Config {
     pub kubelet_certificate_authority: Option<PathBuf>,
     /// `--kubelet-timeout`: bound on reaching a kubelet (TCP, TLS) and on its answer's head.
     pub kubelet_timeout: Duration,
+    /// `--authorization-mode`: AlwaysAllow (kube-apiserver's default) or Node,RBAC.
+    pub authorization_mode: crate::authz::Mode,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             kubelet_client_key: None,
             kubelet_certificate_authority: None,
             kubelet_timeout: Duration::from_secs(5),
+            authorization_mode: crate::authz::Mode::AlwaysAllow,
         }
     }
 }

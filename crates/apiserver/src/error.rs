@@ -41,8 +41,9 @@ pub enum ApiError {
     Expired(String),
     #[error("Unauthorized: {0}")]
     Unauthorized(String),
-    /// `namespaces "kube-system" is forbidden: this namespace may not be deleted`
-    #[error("{resource} \"{name}\" is forbidden: {why}")]
+    /// `namespaces "kube-system" is forbidden: this namespace may not be deleted`; without a
+    /// name (a list): `pods is forbidden: ...`.
+    #[error("{resource}{} is forbidden: {why}", if name.is_empty() { String::new() } else { format!(" \"{name}\"") })]
     Forbidden {
         resource: String,
         name: String,

@@ -25,6 +25,7 @@
 //! * [`error`]: every failure, and its one mapping to a gRPC status with `kl-reason`.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod bootstrap;
 pub mod compaction;
 pub mod config;

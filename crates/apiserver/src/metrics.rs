@@ -27,6 +27,9 @@ pub struct Metrics {
     pub terminated_watchers: IntCounterVec,
     /// `apiserver_storage_compactions_total`: compactions this apiserver ran.
     pub compactions: IntGauge,
+    /// `apiserver_authorization_decisions_total{decision}`: allowed or denied requests
+    /// (`--authorization-mode`; watches and logs included).
+    pub authorization_decisions: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -110,8 +113,17 @@ impl Metrics {
             "Number of etcd compactions this apiserver performed.",
         )
         .expect("static metric");
+        let authorization_decisions = IntCounterVec::new(
+            Opts::new(
+                "apiserver_authorization_decisions_total",
+                "Total number of terminal decisions made by an authorizer split by decision.",
+            ),
+            &["decision"],
+        )
+        .expect("static metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(authorization_decisions.clone()),
             Box::new(request_duration.clone()),
             Box::new(inflight.clone()),
             Box::new(longrunning.clone()),
@@ -134,6 +146,7 @@ impl Metrics {
             watch_events,
             terminated_watchers,
             compactions,
+            authorization_decisions,
         }
     }
 

@@ -164,6 +164,7 @@ pub async fn run_until(
         etcd_prefix: config.etcd_prefix.clone(),
         kubelets,
         stop: stop_rx.clone(),
+        authorization_mode: config.authorization_mode,
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiServer<ApiService>>().await;

@@ -3,10 +3,12 @@
 //!
 //! 1. authentication: the verified client certificate (CN = user, O = groups); none →
 //!    `UNAUTHENTICATED` / `Unauthorized`;
-//! 2. the inflight limit (`--max-requests-inflight`, watches and logs excluded): over it →
+//! 2. authorization (`--authorization-mode`, [`crate::authz`]): denied → `PERMISSION_DENIED` /
+//!    `Forbidden` naming the user, the verb, the resource and why;
+//! 3. the inflight limit (`--max-requests-inflight`, watches and logs excluded): over it →
 //!    `RESOURCE_EXHAUSTED` / `TooManyRequests` with `retry-after: 1`, at once;
-//! 3. the request size limit ([`MAX_REQUEST_BYTES`], kube-apiserver's 3 MiB);
-//! 4. one tracing span (verb, resource, namespace, name, user) and the request metrics.
+//! 4. the request size limit ([`MAX_REQUEST_BYTES`], kube-apiserver's 3 MiB);
+//! 5. one tracing span (verb, resource, namespace, name, user) and the request metrics.
 //!
 //! The verbs themselves are `registry.rs`'s.
 
@@ -31,6 +33,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{field, Instrument};
 
+use crate::authz;
 use crate::error::{ApiError, ApiResult};
 use crate::etcd::Etcd;
 use crate::kubelet::KubeletClient;
@@ -98,13 +101,36 @@ impl Inflight {
     }
 }
 
-/// What a request names, for its span and metrics.
+/// What a request names, for authorization, its span and metrics.
 struct Target<'a> {
     verb: &'static str,
     resource: &'a str,
     namespace: &'a str,
     name: &'a str,
     mutating: bool,
+    /// A list's or watch's field selector (authorization of nodes' pod watches).
+    field_selector: &'a str,
+}
+
+impl Target<'_> {
+    fn attributes(&self) -> Option<authz::Attributes<'_>> {
+        let verb = match self.verb {
+            "GET" => authz::Verb::Get,
+            "LIST" => authz::Verb::List,
+            "WATCH" => authz::Verb::Watch,
+            "POST" => authz::Verb::Create,
+            "PUT" => authz::Verb::Update,
+            "DELETE" => authz::Verb::Delete,
+            _ => return None,
+        };
+        Some(authz::Attributes {
+            verb,
+            resource: self.resource,
+            namespace: self.namespace,
+            name: self.name,
+            field_selector: self.field_selector,
+        })
+    }
 }
 
 /// The service: the verbs behind the per-request checks.
@@ -122,6 +148,8 @@ pub struct ApiService {
     /// Turns true when the server stops: open watches end (cleanly), log streams end with
     /// ServiceUnavailable.
     pub stop: watch::Receiver<bool>,
+    /// `--authorization-mode`.
+    pub authorization_mode: authz::Mode,
 }
 
 impl ApiService {
@@ -132,6 +160,57 @@ impl ApiService {
                     .into(),
             )
         })
+    }
+
+    /// Authorizes `t` for `who` (module doc, step 2). A decision that depends on the pod
+    /// ("bound to this node") is checked against the stored pod: the status strategy keeps
+    /// `spec.nodeName` as stored, so the stored one is what an update can touch.
+    async fn authorize(&self, who: &kl_tls::PeerIdentity, t: &Target<'_>) -> ApiResult<()> {
+        // /version is open to every authenticated client (upstream's system:discovery).
+        if t.resource == "version" {
+            return Ok(());
+        }
+        let Some(a) = t.attributes() else {
+            return Ok(());
+        };
+        let denied = match authz::authorize(self.authorization_mode, who, &a) {
+            authz::Decision::Allow => None,
+            authz::Decision::Deny(why) => Some(why),
+            authz::Decision::IfBoundTo(node) => {
+                let stored = self.registry.get("pods", t.namespace, t.name).await?;
+                let bound = match &stored {
+                    kl_api::Object::Pod(p) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
+                    _ => false,
+                };
+                (!bound).then(|| {
+                    format!(
+                        "node \"{node}\" can only {} pods bound to it",
+                        a.verb.as_str()
+                    )
+                })
+            }
+        };
+        let decision = if denied.is_some() {
+            "denied"
+        } else {
+            "allowed"
+        };
+        self.metrics
+            .authorization_decisions
+            .with_label_values(&[decision])
+            .inc();
+        match denied {
+            None => Ok(()),
+            Some(why) => {
+                let message = authz::denial_message(who, &a, &why);
+                tracing::warn!(user = %who.common_name, groups = %who.organizations.join(","), reason = %message, "request denied");
+                Err(ApiError::Forbidden {
+                    resource: authz::qualified(t.resource),
+                    name: t.name.to_string(),
+                    why: message,
+                })
+            }
+        }
     }
 
     fn record(&self, t: &Target<'_>, started: Instant, result: Result<(), &ApiError>) {
@@ -183,6 +262,7 @@ impl ApiService {
             let who = Self::authenticate(&req)?;
             tracing::Span::current().record("user", who.common_name.as_str());
             tracing::Span::current().record("groups", who.organizations.join(",").as_str());
+            self.authorize(&who, &t).await?;
             let _slot = self.inflight.acquire(t.mutating)?;
             let size = req.get_ref().encoded_len();
             if size > MAX_REQUEST_BYTES {
@@ -254,6 +334,7 @@ impl Api for ApiService {
             namespace: &ns,
             name: &name,
             mutating: true,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             Ok(self.registry.create(r).await?.into_typed())
@@ -269,6 +350,7 @@ impl Api for ApiService {
             namespace: &r.namespace,
             name: &r.name,
             mutating: false,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             Ok(self
@@ -281,9 +363,10 @@ impl Api for ApiService {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let (resource, ns) = (
+        let (resource, ns, fields) = (
             req.get_ref().resource.clone(),
             req.get_ref().namespace.clone(),
+            req.get_ref().field_selector.clone(),
         );
         let t = Target {
             verb: "LIST",
@@ -291,6 +374,7 @@ impl Api for ApiService {
             namespace: &ns,
             name: "",
             mutating: false,
+            field_selector: &fields,
         };
         self.serve(t, req, |r| async move {
             let (_, page) = self.registry.list(&r).await?;
@@ -312,6 +396,7 @@ impl Api for ApiService {
             namespace: &ns,
             name: &name,
             mutating: true,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             Ok(self
@@ -335,6 +420,7 @@ impl Api for ApiService {
             namespace: &ns,
             name: &name,
             mutating: true,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             Ok(self
@@ -357,6 +443,7 @@ impl Api for ApiService {
             namespace: &r.namespace,
             name: &r.name,
             mutating: true,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             let (obj, deleted) = self.registry.delete(&r).await?;
@@ -382,6 +469,7 @@ impl Api for ApiService {
             namespace: &r.namespace,
             name: "",
             mutating: false,
+            field_selector: &r.field_selector,
         };
         let span = tracing::info_span!(
             "request",
@@ -394,6 +482,7 @@ impl Api for ApiService {
         let result = async {
             let who = Self::authenticate(&req)?;
             tracing::Span::current().record("user", who.common_name.as_str());
+            self.authorize(&who, &t).await?;
             self.registry.watch(&r).await
         }
         .instrument(span.clone())
@@ -426,6 +515,7 @@ impl Api for ApiService {
             namespace: &r.namespace,
             name: &r.name,
             mutating: true,
+            field_selector: "",
         };
         self.serve(t, req, |r| async move {
             Ok(self.registry.bind(&r).await?.into_typed())
@@ -452,6 +542,7 @@ impl Api for ApiService {
             namespace: &r.namespace,
             name: &r.name,
             mutating: false,
+            field_selector: "",
         };
         let span = tracing::info_span!(
             "request",
@@ -466,6 +557,7 @@ impl Api for ApiService {
         let result = async {
             let who = Self::authenticate(&req)?;
             tracing::Span::current().record("user", who.common_name.as_str());
+            self.authorize(&who, &t).await?;
             crate::logs::open(&self.registry, &self.kubelets, &r).await
         }
         .instrument(span.clone())
@@ -490,6 +582,7 @@ impl Api for ApiService {
             namespace: "",
             name: "",
             mutating: false,
+            field_selector: "",
         };
         self.serve(t, req, |_| async move {
             Ok(VersionInfo {
@@ -511,6 +604,7 @@ impl Api for ApiService {
             namespace: "",
             name: "",
             mutating: false,
+            field_selector: "",
         };
         self.serve(t, req, |_| async move {
             Ok(ClusterInfoResponse {

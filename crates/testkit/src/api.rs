@@ -176,6 +176,16 @@ impl ApiCluster {
             format!("--kubelet-client-certificate={}", p(&self.kubelet_client.0)),
             format!("--kubelet-client-key={}", p(&self.kubelet_client.1)),
         ];
+        // As kubeadm sets it, so that every test runs its components under the built-in
+        // policy; a test may choose another mode.
+        if !self
+            .opts
+            .apiserver_args
+            .iter()
+            .any(|x| x.starts_with("--authorization-mode"))
+        {
+            a.push("--authorization-mode=Node,RBAC".into());
+        }
         a.extend(self.opts.apiserver_args.iter().cloned());
         a
     }

@@ -52,10 +52,17 @@ impl Kubelets {
         let pki = cluster.etcd.pki();
         let p = |p: &Path| p.display().to_string();
         let mut items = Vec::new();
+        // Hollow nodes share one process and one identity: NodeRestriction lets
+        // system:node:X write only X, so they run as the admin.
+        let hollow = extra_args.iter().any(|a| a.starts_with("--hollow-nodes"));
         for name in names {
             let user = format!("system:node:{name}");
             let file: &'static str = Box::leak(format!("node-{name}").into_boxed_str());
-            let kubeconfig = cluster.kubeconfig_for_user(file, &user, Some("system:nodes"))?;
+            let kubeconfig = if hollow {
+                cluster.kubeconfig().to_path_buf()
+            } else {
+                cluster.kubeconfig_for_user(file, &user, Some("system:nodes"))?
+            };
             let serving: &'static str = Box::leak(format!("node-{name}-serving").into_boxed_str());
             let (cert, key) = pki.issue(serving, name, None, true)?;
             let port = free_port();
