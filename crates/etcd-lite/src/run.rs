@@ -37,9 +37,6 @@ fn server_tls(flags: &TlsFlags, side: &str) -> anyhow::Result<Option<Arc<rustls:
                 flags.client_cert_auth,
             )
             .with_context(|| format!("{side} TLS"))?;
-            if let Some(not_after) = tls.not_after {
-                warn_if_expiring(cert, not_after);
-            }
             Ok(Some(tls.rustls_config()?))
         }
         (None, None) => {
@@ -49,17 +46,6 @@ fn server_tls(flags: &TlsFlags, side: &str) -> anyhow::Result<Option<Arc<rustls:
             Ok(None)
         }
         _ => bail!("--{side}cert-file and --{side}key-file must be given together"),
-    }
-}
-
-fn warn_if_expiring(cert: &std::path::Path, not_after: i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    let days = (not_after - now) / 86400;
-    if days < 30 {
-        tracing::warn!(cert = %cert.display(), days_left = days, "certificate expires soon; renew it with kubectl-lite certs generate");
     }
 }
 

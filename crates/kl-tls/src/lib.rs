@@ -116,8 +116,6 @@ pub struct ServerTls {
     /// Whether a client certificate is required (etcd's `--client-cert-auth`). When false but a
     /// CA is given, a certificate is verified if presented but not demanded.
     require_client_cert: bool,
-    /// Days left on the serving certificate, for the expiry warning.
-    pub not_after: Option<i64>,
 }
 
 impl ServerTls {
@@ -137,13 +135,12 @@ impl ServerTls {
                 "client certificate auth is on but no trusted CA file was given".into(),
             ));
         }
-        let not_after = not_after_unix(&certs[0]);
+        warn_if_expiring(&cert.display().to_string(), &certs);
         let tls = ServerTls {
             certs,
             key: Arc::new(key),
             client_ca,
             require_client_cert,
-            not_after,
         };
         // Build once now so that a key that does not match its certificate fails at start.
         tls.rustls_config()?;
@@ -238,7 +235,7 @@ impl ClientTls {
         let ca_pem = read_pem(ca, "CA certificate")?;
         let identity_pem = match identity {
             Some((cert, key)) => {
-                read_certs(cert)?;
+                warn_if_expiring(&cert.display().to_string(), &read_certs(cert)?);
                 read_key(key)?;
                 Some((
                     read_pem(cert, "certificate")?,
@@ -274,6 +271,7 @@ impl ClientTls {
             if certs.is_empty() {
                 return Err(bad("no client certificate in the PEM data".into()));
             }
+            warn_if_expiring(what, &certs);
             PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(format!("client key: {e}")))?;
         }
         Ok(ClientTls {
@@ -429,6 +427,35 @@ fn not_after_unix(cert: &CertificateDer<'_>) -> Option<i64> {
     Some(parsed.validity().not_after.timestamp())
 }
 
+/// A certificate with fewer days than this left is warned about when loaded.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The warning for a certificate (`what`: its file, or the kubeconfig user) that has fewer
+/// than [`EXPIRY_WARNING_DAYS`] left at `now` (Unix seconds), or None.
+pub fn expiry_warning(what: &str, cert: &CertificateDer<'_>, now: i64) -> Option<String> {
+    let not_after = not_after_unix(cert)?;
+    let days = (not_after - now).div_euclid(86400);
+    if days >= EXPIRY_WARNING_DAYS {
+        return None;
+    }
+    Some(if not_after <= now {
+        format!("{what}: the certificate has expired: renew it with kubectl-lite certs generate (the CA is kept) and restart")
+    } else {
+        format!("{what}: the certificate expires in {days} days: renew it with kubectl-lite certs generate (the CA is kept); kubectl-lite certs check-expiration lists every certificate")
+    })
+}
+
+/// Logs [`expiry_warning`] for the first certificate of `certs`, now. Every server and client
+/// identity kl-tls loads goes through it, so every component warns at start.
+fn warn_if_expiring(what: &str, certs: &[CertificateDer<'_>]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if let Some(w) = certs.first().and_then(|c| expiry_warning(what, c, now)) {
+        tracing::warn!("{w}");
+    }
+}
+
 /// Parses `host:port` out of a URL such as `https://127.0.0.1:2379` and resolves it.
 pub fn url_socket_addr(url: &str) -> std::io::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
@@ -444,4 +471,33 @@ pub fn url_socket_addr(url: &str) -> std::io::Result<SocketAddr> {
 /// Whether a URL asks for TLS (`https://`).
 pub fn is_tls_url(url: &str) -> bool {
     url.starts_with("https://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid until `y-m-d` 00:00 UTC.
+    fn cert_until(y: i32, m: u8, d: u8) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["example".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn certificates_near_their_end_are_warned_about() {
+        let now = rcgen::date_time_ymd(2030, 1, 1).unix_timestamp();
+        assert_eq!(expiry_warning("a.crt", &cert_until(2030, 6, 1), now), None);
+        assert_eq!(expiry_warning("a.crt", &cert_until(2030, 1, 31), now), None);
+        let soon = expiry_warning("a.crt", &cert_until(2030, 1, 30), now).unwrap();
+        assert!(
+            soon.starts_with("a.crt: the certificate expires in 29 days"),
+            "{soon}"
+        );
+        assert!(soon.contains("kubectl-lite certs generate"), "{soon}");
+        let gone = expiry_warning("a.crt", &cert_until(2029, 12, 1), now).unwrap();
+        assert!(gone.contains("has expired"), "{gone}");
+    }
 }

@@ -26,6 +26,21 @@ pub enum CertsCommand {
     /// An existing CA in the directory (ca.crt + ca.key) is reused, so certificates issued
     /// earlier stay valid; every other certificate is issued anew.
     Generate(GenerateArgs),
+    /// Check certificates' expiration, as `kubeadm certs check-expiration`: every certificate
+    /// under --cert-dir, and the client certificate embedded in every kubeconfig next to it.
+    CheckExpiration(CheckExpirationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckExpirationArgs {
+    /// The PKI directory (what `certs generate --out` wrote; `.kube-lite/pki` for
+    /// `scripts/cluster up --local`, `.kube-lite/compose/etc/pki` in Docker).
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+    pub cert_dir: PathBuf,
+    /// Where the kubeconfigs are (default: the parent directory of --cert-dir, as kubeadm's
+    /// /etc/kubernetes).
+    #[arg(long, value_name = "DIR")]
+    pub kubeconfig_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -128,7 +143,151 @@ fn write_kubeconfigs(
 pub fn run(args: CertsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     match args.command {
         CertsCommand::Generate(args) => generate(&args, out),
+        CertsCommand::CheckExpiration(args) => {
+            let now = time::OffsetDateTime::now_utc();
+            check_expiration(&args, now, out)
+        }
     }
+}
+
+/// kubeadm's `EXPIRES` column: `Dec 30, 2020 23:36 UTC`.
+fn expires(t: time::OffsetDateTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{} {:02}, {} {:02}:{:02} UTC",
+        MONTHS[usize::from(u8::from(t.month())) - 1],
+        t.day(),
+        t.year(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// kubeadm's `RESIDUAL TIME` column: apimachinery's `ShortHumanDuration` (`364d`, `9y`,
+/// `<invalid>` once expired).
+fn residual(seconds: i64) -> String {
+    match seconds {
+        s if s < -1 => "<invalid>".into(),
+        s if s < 0 => "0s".into(),
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s if s < 86400 * 365 => format!("{}d", s / 86400),
+        s => format!("{}y", s / (86400 * 365)),
+    }
+}
+
+/// The certificates under `dir` (recursively), as `(name, path)` with kubeadm-like names
+/// (`apiserver`, `etcd/server`, `clients/admin`), sorted; the CA and its copy left out.
+fn certificate_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "crt") {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
+                let name = rel.display().to_string();
+                if name != "ca" && name != "etcd/ca" {
+                    found.push((name, path));
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn check_expiration(
+    args: &CheckExpirationArgs,
+    now: time::OffsetDateTime,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let ca_path = kl_pki::paths::CA.cert_in(&args.cert_dir);
+    let ca_pem = std::fs::read(&ca_path).with_context(|| {
+        format!(
+            "reading the CA {} (is --cert-dir the PKI directory?)",
+            ca_path.display()
+        )
+    })?;
+    let ca = kl_pki::inspect(&ca_pem).with_context(|| ca_path.display().to_string())?;
+    let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+    let kubeconfig_dir = match &args.kubeconfig_dir {
+        Some(d) => d.clone(),
+        None => args
+            .cert_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let mut kubeconfigs: Vec<PathBuf> = std::fs::read_dir(&kubeconfig_dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "kubeconfig"))
+                .collect()
+        })
+        .unwrap_or_default();
+    kubeconfigs.sort();
+    for path in kubeconfigs {
+        let resolved = kl_client::Kubeconfig::load(&path)
+            .and_then(|k| k.resolve(None))
+            .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(cert) = resolved.client_cert_pem {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            rows.push((name.unwrap_or_default(), cert));
+        }
+    }
+    for (name, path) in certificate_files(&args.cert_dir)? {
+        let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        rows.push((name, pem));
+    }
+    let mut t = crate::commands::tabwriter::TabWriter::table();
+    t.row(&[
+        "CERTIFICATE",
+        "EXPIRES",
+        "RESIDUAL TIME",
+        "CERTIFICATE AUTHORITY",
+        "EXTERNALLY MANAGED",
+    ]);
+    for (name, pem) in &rows {
+        let cert = kl_pki::inspect(pem).with_context(|| name.clone())?;
+        let signer = if kl_pki::verify_issued_by(pem, &ca_pem).is_ok() {
+            "ca"
+        } else {
+            "<unknown>"
+        };
+        t.row(&[
+            name.as_str(),
+            &expires(cert.not_after),
+            &residual((cert.not_after - now).whole_seconds()),
+            signer,
+            "no",
+        ]);
+    }
+    write!(out, "{}", t.flush())?;
+    writeln!(out)?;
+    // A table of its own: the writer remembers column widths across flushes.
+    let mut t = crate::commands::tabwriter::TabWriter::table();
+    t.row(&[
+        "CERTIFICATE AUTHORITY",
+        "EXPIRES",
+        "RESIDUAL TIME",
+        "EXTERNALLY MANAGED",
+    ]);
+    t.row(&[
+        "ca",
+        &expires(ca.not_after),
+        &residual((ca.not_after - now).whole_seconds()),
+        "no",
+    ]);
+    write!(out, "{}", t.flush())?;
+    Ok(())
 }
 
 fn generate(args: &GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -265,6 +424,75 @@ mod tests {
         run_cli(Cli::try_parse_from(argv).unwrap(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("using the existing CA"), "{text}");
+    }
+
+    #[test]
+    fn residual_times_and_dates_read_like_kubeadms() {
+        assert_eq!(residual(-5), "<invalid>");
+        assert_eq!(residual(59), "59s");
+        assert_eq!(residual(3599), "59m");
+        assert_eq!(residual(86399), "23h");
+        assert_eq!(residual(364 * 86400 + 5), "364d");
+        assert_eq!(residual(3650 * 86400), "10y");
+        let t = time::macros::datetime!(2020-12-30 23:36:10 UTC);
+        assert_eq!(expires(t), "Dec 30, 2020 23:36 UTC");
+    }
+
+    #[test]
+    fn check_expiration_lists_every_certificate_and_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let pki_arg = pki.display().to_string();
+        run_generate(&["--out", &pki_arg, "--node", "worker1"]).unwrap();
+        let issued = kl_pki::inspect(&std::fs::read(pki.join("apiserver.crt")).unwrap()).unwrap();
+        let args = CheckExpirationArgs {
+            cert_dir: pki.clone(),
+            kubeconfig_dir: None,
+        };
+        // A day after issue: a year-long leaf has 364 days left, the CA 9 years.
+        let now = issued.not_before + time::Duration::days(1);
+        let mut out = Vec::new();
+        check_expiration(&args, now, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.starts_with("CERTIFICATE "), "{text}");
+        assert!(first.ends_with("EXTERNALLY MANAGED"), "{text}");
+        for name in [
+            "admin.kubeconfig",
+            "worker1.kubeconfig",
+            "apiserver",
+            "apiserver-etcd-client",
+            "etcd/server",
+            "clients/admin",
+            "nodes/worker1",
+        ] {
+            let row = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("no row for {name}: {text}"));
+            assert!(row.contains(" 364d "), "{row}");
+            assert!(row.contains(" ca "), "{row}");
+        }
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("ca.crt") || l.starts_with("etcd/ca ")));
+        let ca_row = text.lines().rfind(|l| l.starts_with("ca ")).unwrap();
+        assert!(ca_row.contains(" 9y "), "{ca_row}");
+        // Expired: kubeadm's <invalid>.
+        let mut out = Vec::new();
+        check_expiration(&args, now + time::Duration::days(400), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("<invalid>"), "{text}");
+        // Not a PKI directory: the error says what to give.
+        let wrong = CheckExpirationArgs {
+            cert_dir: dir.path().join("nothing"),
+            kubeconfig_dir: None,
+        };
+        let err = format!(
+            "{:#}",
+            check_expiration(&wrong, now, &mut Vec::new()).unwrap_err()
+        );
+        assert!(err.contains("is --cert-dir the PKI directory?"), "{err}");
     }
 
     #[test]
