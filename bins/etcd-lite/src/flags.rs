@@ -134,6 +134,17 @@ pub struct Flags {
           default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool)]
     pub peer_client_cert_auth: bool,
 
+    /// Allowed CN for inter peer authentication: a peer certificate with another CN is refused
+    /// (etcd's flag). kube-lite's PKI has one CA, so this is what keeps a node's or a
+    /// component's certificate off the Raft port; its peers' CN is kube-etcd-peer.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CERT_ALLOWED_CN",
+        value_name = "CN",
+        default_value = ""
+    )]
+    pub peer_cert_allowed_cn: String,
+
     /// Duration of periodic watch progress notifications (Go notation, e.g. 10m, 30s).
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
           value_parser = kl_cli::duration, value_name = "DURATION")]
@@ -230,6 +241,8 @@ impl Flags {
             trusted_ca_file: file(&self.peer_trusted_ca_file),
             client_cert_auth: self.peer_client_cert_auth,
         };
+        config.peer_cert_allowed_cn =
+            Some(self.peer_cert_allowed_cn.clone()).filter(|cn| !cn.is_empty());
         config.validate()?;
         Ok(config)
     }
@@ -346,6 +359,26 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("infra9.etcd"));
         assert_eq!(flag_wins.max_txn_ops, 9);
         assert!(!flag_wins.client_cert_auth);
+    }
+
+    #[test]
+    fn peer_cert_allowed_cn_needs_peer_client_certificates() {
+        let f = parse(&["--peer-cert-allowed-cn=kube-etcd-peer"]);
+        let e = f.config().unwrap_err();
+        assert!(
+            e.contains("--peer-cert-allowed-cn needs --peer-client-cert-auth"),
+            "{e}"
+        );
+        let f = parse(&[
+            "--peer-cert-allowed-cn=kube-etcd-peer",
+            "--peer-client-cert-auth",
+            "--peer-cert-file=/p.crt",
+            "--peer-key-file=/p.key",
+            "--peer-trusted-ca-file=/ca.crt",
+        ]);
+        let c = f.config().unwrap();
+        assert_eq!(c.peer_cert_allowed_cn.as_deref(), Some("kube-etcd-peer"));
+        assert_eq!(parse(&[]).config().unwrap().peer_cert_allowed_cn, None);
     }
 
     #[test]

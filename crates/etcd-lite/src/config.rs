@@ -46,6 +46,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub client_tls: TlsFlags,
     pub peer_tls: TlsFlags,
+    /// `--peer-cert-allowed-cn`: the CN a peer's certificate must have (None: any).
+    pub peer_cert_allowed_cn: Option<String>,
     /// sled's page cache bound, in bytes.
     pub cache_capacity: u64,
 }
@@ -75,6 +77,7 @@ impl Config {
             max_txn_ops: 128,
             client_tls: TlsFlags::default(),
             peer_tls: TlsFlags::default(),
+            peer_cert_allowed_cn: None,
             cache_capacity: 64 * 1024 * 1024,
         }
     }
@@ -106,6 +109,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() {
             return Err("--name must not be empty".into());
+        }
+        if self.peer_cert_allowed_cn.is_some() && !self.peer_tls.client_cert_auth {
+            return Err("--peer-cert-allowed-cn needs --peer-client-cert-auth (with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file): without client certificates there is no CN to check".into());
         }
         if self.election_timeout < self.heartbeat_interval * 5 {
             return Err(format!(

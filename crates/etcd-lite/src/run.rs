@@ -350,6 +350,7 @@ pub async fn run_until(
         match &peer_server_tls {
             Some(tls) => {
                 let incoming = kl_tls::incoming(listener, tls.clone());
+                let incoming = kl_tls::allowing_cn(incoming, config.peer_cert_allowed_cn.clone());
                 tasks.spawn(async move {
                     router
                         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -360,6 +360,39 @@ pub fn incoming(
     tokio_stream_from(rx)
 }
 
+/// Keeps only the connections of [`incoming`] whose verified client certificate has CN
+/// `allowed` (etcd's `--peer-cert-allowed-cn`); any other is closed at once and logged, as
+/// etcd refuses it. `None` keeps every connection.
+pub fn allowing_cn(
+    incoming: impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static,
+    allowed: Option<String>,
+) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
+    use futures::StreamExt;
+    incoming.filter(move |conn| {
+        let keep = match (conn, &allowed) {
+            (Ok(stream), Some(cn)) => {
+                let (tcp, session) = stream.get_ref();
+                let who = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| identity_of(c.as_ref()));
+                let ok = who.as_ref().is_some_and(|w| &w.common_name == cn);
+                if !ok {
+                    tracing::warn!(
+                        peer = ?tcp.peer_addr().ok(),
+                        common_name = who.as_ref().map_or("<none>", |w| w.common_name.as_str()),
+                        allowed = %cn,
+                        "rejected connection: CommonName authentication failed"
+                    );
+                }
+                ok
+            }
+            _ => true,
+        };
+        std::future::ready(keep)
+    })
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl Stream<Item = T> + Send + 'static {
