@@ -370,8 +370,19 @@ async fn both_compose_topologies_come_up_and_recover_from_chaos() {
     .expect("kubectl-lite logs");
     assert_eq!(logs.trim(), format!("hello from {node}"));
 
-    // A component killed inside a master comes back (the master's supervisor).
+    // A master's output tells its components apart.
     let master1 = cluster.container("master1").await;
+    let logs = docker(&["logs", &master1], "docker logs master1")
+        .await
+        .unwrap();
+    for component in ["etcd-lite", "apiserver", "controller-manager", "scheduler"] {
+        assert!(
+            logs.stdout.contains(&format!("[{component}] ")),
+            "docker logs master1 has lines of [{component}]"
+        );
+    }
+
+    // A component killed inside a master comes back (the master's supervisor).
     docker(
         &["exec", &master1, "killall", "-9", "apiserver"],
         "killall apiserver",

@@ -11,8 +11,23 @@ COMPOSE_DIR="$STATE/compose"
 COMPOSE_ENV="$COMPOSE_DIR/cluster.env"
 BASE_WORKERS=3
 
-# The compose command: Debian's docker-compose (v1), else `docker compose` (v2).
+# The compose command: Debian's docker-compose (v1), else `docker compose` (v2); KL_COMPOSE=v1
+# or v2 insists on one.
 compose_cmd() {
+    case "${KL_COMPOSE:-}" in
+    v1)
+        command -v docker-compose >/dev/null || die "KL_COMPOSE=v1 but docker-compose is not installed"
+        COMPOSE=(docker-compose)
+        return
+        ;;
+    v2)
+        docker compose version >/dev/null 2>&1 || die "KL_COMPOSE=v2 but docker compose (the CLI plugin) does not answer"
+        COMPOSE=(docker compose)
+        return
+        ;;
+    "") ;;
+    *) die "KL_COMPOSE must be v1 or v2, got '$KL_COMPOSE'" ;;
+    esac
     if command -v docker-compose >/dev/null; then
         COMPOSE=(docker-compose)
     elif docker compose version >/dev/null 2>&1; then
