@@ -12,8 +12,8 @@ mod common;
 
 use std::fmt::Debug;
 
-use common::api::{run_api, start_api};
-use kl_api::{Container, Lease, LeaseSpec, Node, ObjectMeta, Pod, PodSpec};
+use common::api::{pod as labeled_pod, run_api, start_api};
+use kl_api::{Lease, LeaseSpec, Node, ObjectMeta, Pod};
 use kl_client::{Api, ApiError, Client, DeleteParams, ListParams, Reason};
 use testkit::{ApiCluster, ApiOpts};
 
@@ -40,18 +40,7 @@ fn node(name: &str) -> Node {
 }
 
 fn pod(name: &str) -> Pod {
-    Pod {
-        metadata: meta(name, "default"),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "main".into(),
-                command: vec!["sleep".into(), "3600".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    labeled_pod(name, &[])
 }
 
 fn lease(namespace: &str, name: &str) -> Lease {

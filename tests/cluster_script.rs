@@ -23,15 +23,20 @@ struct Script {
 }
 
 impl Script {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(self.root.join("scripts/cluster"))
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.root.join("scripts/cluster"));
+        cmd.args(args)
             .current_dir(&self.root)
             .env("KL_STATE_DIR", self.state.path())
             .env("KL_BIN_DIR", testkit::profile_dir())
             .env("KL_PORT_OFFSET", PORT_OFFSET.to_string())
             .env("KL_SKIP_BUILD", "1")
-            .env("HEALTH_TIMEOUT", "90")
+            .env("HEALTH_TIMEOUT", "90");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
             .output()
             .expect("running scripts/cluster")
     }
@@ -155,9 +160,19 @@ fn cluster_up_runs_workers_and_prints_working_lines_and_down_stops_everything() 
         state: tempfile::tempdir().expect("temp dir"),
     };
 
-    let up = script.run(&["up", "--local"]);
+    // Plain `up` where no Docker engine answers (DOCKER_HOST points nowhere) falls back to
+    // local processes, as `up --local` starts them.
+    let up = script
+        .command(&["up"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("scripts/cluster up");
     assert!(up.status.success(), "up failed:\n{}", text(&up));
     let out = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        out.contains("no Docker engine answers"),
+        "plain up says it falls back: {out}"
+    );
     assert!(
         out.contains("etcd cluster is up (etcd-lite, 3 members, mutual TLS)"),
         "{out}"

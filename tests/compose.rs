@@ -20,7 +20,7 @@
 //! `down --purge` removes containers, network and volumes. Then the external topology (etcd1..3
 //! in containers of their own) comes up, runs the same ReplicaSet spread over the workers,
 //! loses the etcd leader's node and takes a write afterwards, loses its active scheduler (a
-//! standby takes over) and its lb for a while.
+//! standby takes over) and its lb for a while, and has a master paused.
 //!
 //! Skipped, with a notice, when no Docker engine answers or no compose is installed. It uses
 //! the debug binaries (scripts/test builds them), a unique compose project, image tag and state
@@ -28,18 +28,19 @@
 //! created (containers, network, volumes, image) is removed when it ends, also when it fails
 //! (after printing the end of each container's logs).
 
+mod common;
+
 use std::{
-    collections::{hash_map::RandomState, BTreeMap, BTreeSet},
-    hash::{BuildHasher, Hasher},
-    path::{Path, PathBuf},
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
     time::Duration,
 };
+
+use common::docker::{build_test_image, docker, random_suffix, repo_root, DOCKER_TIMEOUT};
 
 use testkit::{bin_path, command::run_bounded, free_port, wait_until, CmdOutput};
 use tokio::process::Command;
 
-/// Bound on one `docker` command.
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on one kubectl-lite run (its own retries included).
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,22 +61,6 @@ spec:
       - name: sleep
         command: [sh, -c, 'echo hello from $(hostname); exec sleep 3600']
 ";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn random_suffix() -> String {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:08x}", h.finish() & 0xffff_ffff)
-}
-
-async fn docker(args: &[&str], what: &str) -> anyhow::Result<CmdOutput> {
-    let mut cmd = Command::new("docker");
-    cmd.args(args);
-    run_bounded(cmd, None, DOCKER_TIMEOUT, what).await
-}
 
 /// Whether an engine and a compose command answer; the reason when not.
 async fn docker_available() -> Result<(), String> {
@@ -245,6 +230,16 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// `down --purge`, then nothing of the project may be left on the engine.
+    async fn down_purge(&self) {
+        self.run_script(&["down", "--purge"], Duration::from_secs(120))
+            .await;
+        for kind in ["container", "volume", "network"] {
+            let left = self.leftovers(kind).await;
+            assert!(left.is_empty(), "{kind}s left after down --purge: {left:?}");
+        }
+    }
+
     /// Names of the project's containers, volumes or networks still on the engine.
     async fn leftovers(&self, kind: &str) -> Vec<String> {
         let label = format!("label=com.docker.compose.project={}", self.project);
@@ -299,29 +294,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Builds the test image from the debug binaries (debug info stripped).
-async fn build_image(tag: &str) {
-    let profile_dir = testkit::profile_dir();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a profile directory name")
-        .to_owned();
-    let target_dir: &Path = profile_dir.parent().expect("the target directory");
-    let mut build = Command::new(repo_root().join("scripts/image"));
-    build
-        .args(["--profile", &profile, "--strip", "--tag", tag])
-        .current_dir(repo_root())
-        .env("KL_SKIP_BUILD", "1")
-        .env("CARGO_TARGET_DIR", target_dir);
-    let built = run_bounded(build, None, Duration::from_secs(300), "scripts/image")
-        .await
-        .expect("running scripts/image")
-        .ok()
-        .expect("scripts/image builds the image");
-    eprintln!("{}", built.stdout.lines().last().unwrap_or_default());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_compose_topologies_come_up_and_recover_from_chaos() {
     if let Err(reason) = docker_available().await {
@@ -339,7 +311,7 @@ async fn both_compose_topologies_come_up_and_recover_from_chaos() {
             .tempdir()
             .unwrap(),
     };
-    build_image(&cluster.image).await;
+    build_test_image(&cluster.image).await;
     let up_timeout = Duration::from_secs(420);
 
     // Stacked: up returns a cluster whose nodes are Ready and whose leaders are elected.
@@ -522,13 +494,7 @@ async fn both_compose_topologies_come_up_and_recover_from_chaos() {
     cluster.wait_running(8, &[]).await;
 
     // down --purge: nothing of the project is left on the engine.
-    cluster
-        .run_script(&["down", "--purge"], Duration::from_secs(120))
-        .await;
-    for kind in ["container", "volume", "network"] {
-        let left = cluster.leftovers(kind).await;
-        assert!(left.is_empty(), "{kind}s left after down --purge: {left:?}");
-    }
+    cluster.down_purge().await;
 
     // External etcd: the same ReplicaSet, spread over the workers.
     cluster
@@ -552,13 +518,13 @@ async fn both_compose_topologies_come_up_and_recover_from_chaos() {
     assert!(timeline.contains("scheduler acting on"), "{timeline}");
     let timeline = cluster.chaos(&["kill-lb", "--for=5"]).await;
     assert!(timeline.contains("API fails:") && timeline.contains("API answers through the lb"));
-    cluster
-        .run_script(&["down", "--purge"], Duration::from_secs(120))
-        .await;
-    for kind in ["container", "volume", "network"] {
-        let left = cluster.leftovers(kind).await;
-        assert!(left.is_empty(), "{kind}s left after down --purge: {left:?}");
-    }
+    // A master frozen (SIGSTOP to every process) for a while, then thawed.
+    let timeline = cluster.chaos(&["pause", "master1", "--for=10"]).await;
+    assert!(
+        timeline.contains("master1 container paused") && timeline.contains("unpaused master1"),
+        "{timeline}"
+    );
+    cluster.down_purge().await;
 
     let image = cluster.image.clone();
     drop(cluster);

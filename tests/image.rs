@@ -8,15 +8,13 @@
 //! Skipped, with a notice, when no Docker engine answers (`docker info` fails). Every container,
 //! network and image it creates is removed when it ends, also when it fails.
 
-use std::{
-    collections::hash_map::RandomState,
-    hash::{BuildHasher, Hasher},
-    path::{Path, PathBuf},
-    time::Duration,
-};
+mod common;
 
-use testkit::{command::run_bounded, wait_until, CmdOutput};
-use tokio::process::Command;
+use std::time::Duration;
+
+use common::docker::{build_test_image, docker, random_suffix};
+
+use testkit::wait_until;
 
 const BINARIES: [&str; 7] = [
     "etcd-lite",
@@ -27,26 +25,6 @@ const BINARIES: [&str; 7] = [
     "lb",
     "kubectl-lite",
 ];
-
-/// Bound on one `docker` command that starts or inspects something (not the build).
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A suffix no other run on this engine uses: container, network and image names carry it.
-fn random_suffix() -> String {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:010x}", h.finish() & 0xff_ffff_ffff)
-}
-
-async fn docker(args: &[&str], what: &str) -> anyhow::Result<CmdOutput> {
-    let mut cmd = Command::new("docker");
-    cmd.args(args);
-    run_bounded(cmd, None, DOCKER_TIMEOUT, what).await
-}
 
 /// Everything the test created on the engine, removed on drop (`docker rm -f`, `network rm`,
 /// `rmi`), with the containers' logs printed first when the test is failing.
@@ -136,27 +114,7 @@ async fn the_scratch_image_runs_every_binary_and_resolves_service_names() {
         image: tag.clone(),
     };
 
-    // The binaries the tests run (target/<profile>/, built by scripts/test), debug info
-    // stripped from the image's copies: the same image, a quarter of the size and build time.
-    let profile_dir = testkit::profile_dir();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a profile directory name")
-        .to_owned();
-    let target_dir: &Path = profile_dir.parent().expect("the target directory");
-    let mut build = Command::new(repo_root().join("scripts/image"));
-    build
-        .args(["--profile", &profile, "--strip", "--tag", &tag])
-        .current_dir(repo_root())
-        .env("KL_SKIP_BUILD", "1")
-        .env("CARGO_TARGET_DIR", target_dir);
-    let built = run_bounded(build, None, Duration::from_secs(300), "scripts/image")
-        .await
-        .expect("running scripts/image")
-        .ok()
-        .expect("scripts/image builds the image");
-    let last = built.stdout.lines().last().unwrap_or_default().to_owned();
+    let last = build_test_image(&tag).await;
     let fields: Vec<&str> = last.split_whitespace().collect();
     assert!(
         fields.len() >= 4 && fields[0] == "scripts/image:" && fields[1] == tag,
@@ -164,7 +122,6 @@ async fn the_scratch_image_runs_every_binary_and_resolves_service_names() {
     );
     let id = fields[2].to_owned();
     assert!(id.starts_with("sha256:"), "an image id: {last}");
-    eprintln!("{last}");
 
     // Every binary starts (and finds its libraries) with no network at all.
     for bin in BINARIES {

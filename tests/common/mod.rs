@@ -142,3 +142,4 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     Ok((code, body.to_string()))
 }
 pub mod api;
+pub mod docker;
