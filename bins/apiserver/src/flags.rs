@@ -67,6 +67,16 @@ pub struct Flags {
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
 
+    /// The limit that the server gives to clients for the maximum number of streams in an
+    /// HTTP/2 connection. Zero means to use golang's default (250).
+    #[arg(long, default_value_t = 1000)]
+    pub http2_max_streams_per_connection: u32,
+
+    /// Open client connections beyond this are closed at once, before TLS (kube-lite's; the
+    /// lb's flag of the same name, HAProxy's maxconn).
+    #[arg(long, default_value_t = kl_tls::ConnLimits::SERVER_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
     /// Events kept per resource by the watch cache (how far back a watch can resume).
     #[arg(long, default_value_t = apiserver::watch_cache::DEFAULT_WINDOW)]
     pub default_watch_cache_size: usize,
@@ -135,6 +145,8 @@ impl Flags {
             client_ca_file: self.client_ca_file.clone(),
             shutdown_delay: self.shutdown_delay_duration,
             max_requests_inflight: self.max_requests_inflight,
+            http2_max_streams_per_connection: self.http2_max_streams_per_connection,
+            max_connections: self.max_connections,
             watch_cache_size: self.default_watch_cache_size,
             etcd_compaction_interval: self.etcd_compaction_interval,
             kubelet_preferred_address_types: self

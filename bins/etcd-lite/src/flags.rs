@@ -100,6 +100,17 @@ pub struct Flags {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
 
+    /// Maximum concurrent streams that each client can open at a time (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS). etcd's default is 4294967295 (no cap); kube-lite's is
+    /// kube-apiserver's.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = 1000)]
+    pub max_concurrent_streams: u32,
+
+    /// Maximum open connections on the client port; one more is closed at once (kube-lite's;
+    /// etcd has no such cap, HAProxy calls it maxconn).
+    #[arg(long, env = "ETCD_MAX_CONNECTIONS", default_value_t = kl_tls::ConnLimits::SERVER_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
     /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE", value_name = "FILE", value_parser = path)]
     pub cert_file: Option<PathBuf>,
@@ -229,6 +240,8 @@ impl Flags {
         config.snapshot_count = self.snapshot_count;
         config.max_request_bytes = self.max_request_bytes;
         config.max_txn_ops = self.max_txn_ops;
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.max_connections = self.max_connections;
         config.client_tls = TlsFlags {
             cert_file: file(&self.cert_file),
             key_file: file(&self.key_file),

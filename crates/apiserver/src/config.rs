@@ -33,6 +33,12 @@ pub struct Config {
     /// `--max-requests-inflight`: concurrent non-watch requests beyond which requests are
     /// refused (0: no limit).
     pub max_requests_inflight: usize,
+    /// `--http2-max-streams-per-connection`: the HTTP/2 streams one client connection may have
+    /// open at once (SETTINGS_MAX_CONCURRENT_STREAMS); 0 means Go's default, 250.
+    pub http2_max_streams_per_connection: u32,
+    /// `--max-connections` (kube-lite's; kube-apiserver has no such cap): open connections
+    /// beyond this are closed at once, before TLS.
+    pub max_connections: usize,
     /// `--default-watch-cache-size`: events kept per resource for watch resumption.
     pub watch_cache_size: usize,
     /// `--etcd-compaction-interval`: how often etcd is compacted (0: never).
@@ -74,6 +80,8 @@ impl Default for Config {
             client_ca_file: None,
             shutdown_delay: Duration::ZERO,
             max_requests_inflight: 400,
+            http2_max_streams_per_connection: 1000,
+            max_connections: kl_tls::ConnLimits::SERVER_MAX_CONNECTIONS,
             watch_cache_size: DEFAULT_WINDOW,
             etcd_compaction_interval: Duration::from_secs(300),
             etcd_attempt_timeout: Duration::from_secs(3),
@@ -97,6 +105,17 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// Go's http2 server default, which `--http2-max-streams-per-connection=0` asks for.
+    pub const GO_HTTP2_MAX_STREAMS: u32 = 250;
+
+    /// The SETTINGS_MAX_CONCURRENT_STREAMS the server advertises.
+    pub fn max_concurrent_streams(&self) -> u32 {
+        match self.http2_max_streams_per_connection {
+            0 => Self::GO_HTTP2_MAX_STREAMS,
+            n => n,
+        }
+    }
+
     /// Checks what can be checked without touching the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
@@ -128,6 +147,9 @@ impl Config {
         }
         if self.secure_port == 0 {
             return err("--secure-port must be between 1 and 65535".into());
+        }
+        if self.max_connections == 0 {
+            return err("--max-connections must be at least 1 (default 10000)".into());
         }
         if self.watch_cache_size == 0 {
             return err("--default-watch-cache-size must be at least 1".into());

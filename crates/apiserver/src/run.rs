@@ -187,10 +187,16 @@ pub async fn run_until(
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(config.max_concurrent_streams())
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(kl_tls::incoming(listener, server_tls), async move {
-            stopped(&mut server_stop).await
-        });
+        .serve_with_incoming_shutdown(
+            kl_tls::incoming_with(
+                listener,
+                server_tls,
+                kl_tls::ConnLimits::with_max_connections(config.max_connections),
+            ),
+            async move { stopped(&mut server_stop).await },
+        );
     let mut server = tokio::spawn(server);
     tracing::info!(addr = %local, server = %server_id, etcd = ?config.etcd_servers, "apiserver serving");
 

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures::{Stream, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use kl_client::leader_election::{LeaderElector, HEALTHZ_TOLERANCE};
@@ -77,10 +77,21 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     match tls {
         Some(tls) => {
-            let incoming = kl_tls::incoming(listener, tls.rustls_config()?);
+            let incoming = kl_tls::incoming_with(
+                listener,
+                tls.rustls_config()?,
+                kl_tls::ConnLimits::component(),
+            );
             serve_stream(incoming, router, shutdown).await
         }
-        None => serve_stream(kl_tls::incoming_plain(listener), router, shutdown).await,
+        None => {
+            serve_stream(
+                kl_tls::incoming_plain(listener, kl_tls::ConnLimits::component()),
+                router,
+                shutdown,
+            )
+            .await
+        }
     }
     Ok(())
 }
@@ -110,9 +121,10 @@ where
         };
         let svc = TowerToHyperService::new(router.clone());
         conns.spawn(async move {
-            let _ = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(io), svc)
-                .await;
+            let mut builder = Builder::new(TokioExecutor::new());
+            // A timer turns on hyper's HTTP/1 header-read timeout (30 s).
+            builder.http1().timer(TokioTimer::new());
+            let _ = builder.serve_connection(TokioIo::new(io), svc).await;
         });
     }
     conns.abort_all();

@@ -44,6 +44,12 @@ pub struct Config {
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--max-concurrent-streams`: HTTP/2 streams one client connection may have open at once
+    /// on the client port.
+    pub max_concurrent_streams: u32,
+    /// `--max-connections` (kube-lite's; etcd has no such cap): open connections on the client
+    /// port beyond this are closed at once.
+    pub max_connections: usize,
     pub client_tls: TlsFlags,
     pub peer_tls: TlsFlags,
     /// `--peer-cert-allowed-cn`: the CN a peer's certificate must have (None: any).
@@ -75,6 +81,10 @@ impl Config {
             snapshot_count: 100_000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            // etcd's default is math.MaxUint32, which is no cap at all; kube-lite caps streams
+            // as kube-apiserver does (--http2-max-streams-per-connection=1000).
+            max_concurrent_streams: 1000,
+            max_connections: kl_tls::ConnLimits::SERVER_MAX_CONNECTIONS,
             client_tls: TlsFlags::default(),
             peer_tls: TlsFlags::default(),
             peer_cert_allowed_cn: None,
@@ -144,6 +154,12 @@ impl Config {
         }
         if self.snapshot_count == 0 {
             return Err("--snapshot-count must be greater than 0".into());
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be at least 1 (etcd's default, unlimited, is 4294967295; kube-lite's is 1000)".into());
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1 (default 10000)".into());
         }
         if self.max_txn_ops == 0 {
             return Err("--max-txn-ops must be greater than 0".into());

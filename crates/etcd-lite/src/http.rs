@@ -19,8 +19,8 @@ use axum::{
     Router,
 };
 use futures::{Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{rustls, server::TlsStream};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
 
 use crate::error::EtcdError;
 use crate::node::Node;
@@ -47,7 +47,11 @@ pub async fn serve_metrics(
             let mut config = (*config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             let listener = TlsListener {
-                incoming: Box::pin(kl_tls::incoming(listener, Arc::new(config))),
+                incoming: Box::pin(kl_tls::incoming_with(
+                    listener,
+                    Arc::new(config),
+                    kl_tls::ConnLimits::component(),
+                )),
                 local,
             };
             axum::serve(listener, app)
@@ -125,12 +129,12 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
 /// TLS connections (handshakes done off the accept loop by [`kl_tls::incoming`]) as an axum
 /// listener.
 struct TlsListener {
-    incoming: Pin<Box<dyn Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send>>,
+    incoming: Pin<Box<dyn Stream<Item = std::io::Result<kl_tls::TlsConn>> + Send>>,
     local: SocketAddr,
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = kl_tls::TlsConn;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -138,6 +142,7 @@ impl axum::serve::Listener for TlsListener {
             match self.incoming.next().await {
                 Some(Ok(stream)) => {
                     let peer = stream
+                        .get_ref()
                         .get_ref()
                         .0
                         .peer_addr()

@@ -349,7 +349,8 @@ pub async fn run_until(
         let shutdown = on_stop(&stop);
         match &peer_server_tls {
             Some(tls) => {
-                let incoming = kl_tls::incoming(listener, tls.clone());
+                let incoming =
+                    kl_tls::incoming_with(listener, tls.clone(), kl_tls::ConnLimits::component());
                 let incoming = kl_tls::allowing_cn(incoming, config.peer_cert_allowed_cn.clone());
                 tasks.spawn(async move {
                     router
@@ -359,7 +360,7 @@ pub async fn run_until(
                 });
             }
             None => {
-                let incoming = kl_tls::incoming_plain(listener);
+                let incoming = kl_tls::incoming_plain(listener, kl_tls::ConnLimits::component());
                 tasks.spawn(async move {
                     router
                         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -293,6 +293,7 @@ async fn serve_as(pki: &Path, serving: paths::CertFiles) -> SocketAddr {
         while let Some(Ok(mut stream)) = conns.next().await {
             let cn = stream
                 .get_ref()
+                .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())

@@ -11,9 +11,9 @@
 //! * [`ServerTls::rustls_config`]: a `rustls::ServerConfig` (ALPN `h2` and `http/1.1`).
 //! * [`ClientTls::tonic_config`]: a tonic `ClientTlsConfig` (also etcd-client's `TlsOptions`).
 //! * [`ClientTls::rustls_config`]: a `rustls::ClientConfig`, for plain HTTPS clients.
-//! * [`incoming`]: turns a `TcpListener` into a stream of TLS connections for
-//!   `tonic::transport::Server::serve_with_incoming`; slow or failed handshakes never stall the
-//!   accept loop.
+//! * [`incoming`] (module `conn`): turns a `TcpListener` into a stream of TLS connections for
+//!   `tonic::transport::Server::serve_with_incoming`, under a connection cap and handshake and
+//!   first-bytes timeouts ([`ConnLimits`]); slow or failed handshakes never stall the accept loop.
 //! * [`peer_identity`]: the CN and O of the verified client certificate of a tonic request.
 //! * [`http_get`] (module [`http`]): the one HTTP(S) GET, for health checks and tests.
 //!
@@ -24,25 +24,23 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
+mod conn;
 pub mod http;
+
+pub use conn::{
+    allowing_cn, incoming, incoming_plain, incoming_with, Conn, ConnLimits, TlsConn,
+    HANDSHAKE_TIMEOUT, PREFACE_BYTES,
+};
 
 pub use http::{http_get, http_get_via, HttpGetError, HttpResponse};
 
-use futures::Stream;
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::WebPkiClientVerifier,
     RootCertStore,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{server::TlsStream, TlsAcceptor};
-
-/// How long a client may take to finish its TLS handshake before the connection is dropped, so
-/// a slow-loris client cannot pin a connection slot.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS set-up error; each names the file (and through it, the flag) that was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -318,105 +316,6 @@ impl ClientTls {
         };
         Ok(Arc::new(config))
     }
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently, yielding finished
-/// connections. A handshake that fails or takes longer than [`HANDSHAKE_TIMEOUT`] is dropped
-/// (logged at debug) without disturbing other connections.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
-    let acceptor = TlsAcceptor::from(config);
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            if tx.is_closed() {
-                break;
-            }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream_from(rx)
-}
-
-/// Keeps only the connections of [`incoming`] whose verified client certificate has CN
-/// `allowed` (etcd's `--peer-cert-allowed-cn`); any other is closed at once and logged, as
-/// etcd refuses it. `None` keeps every connection.
-pub fn allowing_cn(
-    incoming: impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static,
-    allowed: Option<String>,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
-    use futures::StreamExt;
-    incoming.filter(move |conn| {
-        let keep = match (conn, &allowed) {
-            (Ok(stream), Some(cn)) => {
-                let (tcp, session) = stream.get_ref();
-                let who = session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| identity_of(c.as_ref()));
-                let ok = who.as_ref().is_some_and(|w| &w.common_name == cn);
-                if !ok {
-                    tracing::warn!(
-                        peer = ?tcp.peer_addr().ok(),
-                        common_name = who.as_ref().map_or("<none>", |w| w.common_name.as_str()),
-                        allowed = %cn,
-                        "rejected connection: CommonName authentication failed"
-                    );
-                }
-                ok
-            }
-            _ => true,
-        };
-        std::future::ready(keep)
-    })
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Plain TCP connections as a stream, for servers started without certificates.
-pub fn incoming_plain(
-    listener: TcpListener,
-) -> impl Stream<Item = Result<TcpStream, std::io::Error>> + Send + 'static {
-    futures::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return Some((Ok(tcp), listener));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
 }
 
 /// The identity in a verified client certificate: CN is the user, each O a group (as in

@@ -14,20 +14,20 @@
 //! certificates optional, verified against `--client-ca-file` when presented).
 //!
 //! This module never reads log files itself: the runtime owns them.
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc};
 
 use axum::body::Body;
+use futures::StreamExt;
 use hyper::{
     header::{HeaderValue, CONTENT_TYPE},
     Method, Request, Response, StatusCode,
 };
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use kl_tls::PeerIdentity;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{LogError, LogOptions, Runtime};
@@ -79,41 +79,33 @@ pub async fn serve_on(
     cfg: ServerConfig,
     cancel: CancellationToken,
 ) -> io::Result<()> {
-    let acceptor = TlsAcceptor::from(cfg.tls.clone());
+    let mut incoming = std::pin::pin!(kl_tls::incoming_with(
+        listener,
+        cfg.tls.clone(),
+        kl_tls::ConnLimits::component(),
+    ));
     let cfg = Arc::new(cfg);
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let tls = tokio::select! {
             _ = cancel.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            next = incoming.next() => match next {
+                Some(Ok(tls)) => tls,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "accept failed");
                     continue;
                 }
+                None => break,
             },
         };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, cfg, cancel) = (acceptor.clone(), cfg.clone(), cancel.clone());
+        let peer = tls.get_ref().get_ref().0.peer_addr().ok();
+        let (cfg, cancel) = (cfg.clone(), cancel.clone());
         conns.spawn(async move {
-            let tls =
-                match tokio::time::timeout(kl_tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
             // The verifier checked the chain during the handshake: a certificate here is
             // trusted.
             let identity = tls
+                .get_ref()
                 .get_ref()
                 .1
                 .peer_certificates()
@@ -123,11 +115,13 @@ pub async fn serve_on(
                 let (cfg, identity) = (cfg.clone(), identity.clone());
                 async move { Ok::<_, Infallible>(handle(&cfg, identity.as_ref(), req).await) }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A timer turns on hyper's HTTP/1 header-read timeout (30 s).
+            builder.http1().timer(TokioTimer::new());
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended");
+                    tracing::debug!(?peer, error = %e, "connection ended");
                 },
                 _ = cancel.cancelled() => {}
             }
@@ -327,7 +321,7 @@ mod tests {
         state::{format_time, proc_stat, write_json, AttemptState, ExitRecord},
         PodRef, RuntimeConfig,
     };
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]

@@ -106,7 +106,12 @@ pub async fn serve(
     });
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        // hyper's own default; tonic's is no cap.
+        .max_concurrent_streams(200)
         .add_routes(Routes::from(app))
-        .serve_with_incoming_shutdown(kl_tls::incoming(listener, tls), shutdown);
+        .serve_with_incoming_shutdown(
+            kl_tls::incoming_with(listener, tls, kl_tls::ConnLimits::component()),
+            shutdown,
+        );
     Ok((local, server))
 }

@@ -93,6 +93,7 @@ pub async fn serve_client(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let limits = kl_tls::ConnLimits::with_max_connections(node.config().max_connections);
     let (stop_tx, stop_rx) = signal::channel(false);
     let stopping = Stopping(stop_rx);
     let max_recv = node.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -123,6 +124,7 @@ pub async fn serve_client(
         .layer(tower::util::MapResponseLayer::new(oversize_as_grpc_go))
         .http2_keepalive_interval(Some(opts.grpc_keepalive_interval))
         .http2_keepalive_timeout(Some(opts.grpc_keepalive_timeout))
+        .max_concurrent_streams(node.config().max_concurrent_streams)
         .add_service(kv)
         .add_service(watch)
         .add_service(lease)
@@ -138,13 +140,16 @@ pub async fn serve_client(
     match tls {
         Some(config) => {
             router
-                .serve_with_incoming_shutdown(kl_tls::incoming(listener, config), signal)
+                .serve_with_incoming_shutdown(
+                    kl_tls::incoming_with(listener, config, limits),
+                    signal,
+                )
                 .await?
         }
         None => {
             router
                 .serve_with_incoming_shutdown(
-                    kl_tls::incoming_plain(listener)
+                    kl_tls::incoming_plain(listener, limits)
                         .map(|conn| conn.map(authority::AuthorityFix::new)),
                     signal,
                 )
