@@ -63,7 +63,7 @@
 //! `etcd/ca.crt` without its key (kubeadm's "external CA" set-up, whose key lives elsewhere) is
 //! refused as [`PkiError::HalfCa`], as kubeadm refuses to issue from a CA whose key it lacks.
 //!
-//! Keys are ECDSA P-256; key files are written with mode 0600, atomically. The CA is valid for
+//! Keys are ECDSA P-256; key files are written with mode 0600, atomically. The CAs are valid for
 //! 10 years and leaf certificates for 1 year, as kubeadm's.
 //!
 //! This crate never reads certificates for serving or dialling: that is `kl-tls`'s job.
