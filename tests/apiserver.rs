@@ -524,28 +524,37 @@ async fn authentication_probes_metrics_oversize_and_shutdown() {
             "Unauthorized",
             "",
         )?;
-        // A certificate from another CA: refused at the handshake.
+        // A certificate from another CA: refused at the handshake. So is the store's own
+        // administrator (system:masters too, but signed by the etcd CA, which the apiserver's
+        // --client-ca-file does not name).
         let other = tempfile::tempdir()?;
         kl_pki::generate(&kl_pki::PkiSpec::new(), other.path())?;
-        let foreign = raw_api_client(
-            c.ca_cert(),
-            Some((
-                &kl_pki::paths::ETCD_ADMIN.cert_in(other.path()),
-                &kl_pki::paths::ETCD_ADMIN.key_in(other.path()),
-            )),
-            &c.apiserver_url(0),
-        )
-        .await;
-        if let Ok(mut f) = foreign {
-            let r = f.version(VersionRequest {}).await;
-            anyhow::ensure!(r.is_err(), "a foreign certificate must be refused: {r:?}");
+        let pki = c.etcd.pki();
+        for (what, cert, key) in [
+            (
+                "another cluster's admin",
+                kl_pki::paths::ADMIN.cert_in(other.path()),
+                kl_pki::paths::ADMIN.key_in(other.path()),
+            ),
+            (
+                "the etcd admin",
+                pki.etcd_admin_cert.clone(),
+                pki.etcd_admin_key.clone(),
+            ),
+        ] {
+            let refused =
+                raw_api_client(c.ca_cert(), Some((&cert, &key)), &c.apiserver_url(0)).await;
+            if let Ok(mut f) = refused {
+                let r = f.version(VersionRequest {}).await;
+                anyhow::ensure!(r.is_err(), "{what}'s certificate must be refused: {r:?}");
+            }
         }
 
         // The gRPC health service answers SERVING for the API.
         let pki = c.etcd.pki();
         let channel = testkit::api::api_channel(
             c.ca_cert(),
-            Some((&pki.client_cert, &pki.client_key)),
+            Some((&pki.admin_cert, &pki.admin_key)),
             &c.apiserver_url(0),
         )
         .await?;

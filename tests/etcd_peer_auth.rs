@@ -1,9 +1,10 @@
-//! The Raft port against hostile clients. kube-lite has one CA, so every component's
-//! certificate would pass the peer port's TLS check; `--peer-cert-allowed-cn` (etcd's flag)
-//! keeps all but the members' own (CN kube-etcd-peer) off it. A node's certificate is refused
-//! before any Raft message is read, bytes that are not TLS are dropped, and a member's own
-//! certificate sending undecodable Raft messages gets an error: none of it moves the term,
-//! the leader or the data, and every member stays up.
+//! The Raft port against hostile clients. The peer port trusts only the etcd CA (as kubeadm's
+//! etcd), so a node's certificate, signed by the cluster CA, fails the handshake; the etcd CA
+//! also signs the store's clients (the apiserver's, etcdctl's), and `--peer-cert-allowed-cn`
+//! (etcd's flag) keeps those off it too, leaving only the members' own (CN kube-etcd-peer).
+//! Both are refused before any Raft message is read, bytes that are not TLS are dropped, and a
+//! member's own certificate sending undecodable Raft messages gets an error: none of it moves
+//! the term, the leader or the data, and every member stays up.
 //!
 //! Needs `cargo build --workspace --bins` first.
 
@@ -49,21 +50,44 @@ async fn the_raft_port_refuses_other_identities_and_garbage() {
         let pki = c.pki().clone();
         let target = c.peer_url(leader);
 
-        // A node's certificate, signed by the same CA: refused, nothing forwarded.
+        // A node's certificate, signed by the cluster CA: refused at the handshake, nothing
+        // forwarded. (ClusterInfo is a harmless read any member answers: the refusal is the
+        // connection's.)
         let (cert, key) = pki.issue(
             "peer-intruder",
             "system:node:worker1",
             Some("system:nodes"),
             false,
         )?;
-        // (ClusterInfo is a harmless read any member answers: the refusal is the connection's.)
-        let mut intruder = peer_client(&target, &pki.ca_cert, &cert, &key).await?;
+        let mut intruder = peer_client(&target, &pki.etcd_ca, &cert, &key).await?;
         let asked = intruder.cluster_info(ClusterInfoRequest::default()).await;
         anyhow::ensure!(
             asked.is_err(),
             "a node certificate reached the peer service: {asked:?}"
         );
         eprintln!("node certificate refused: {}", asked.unwrap_err());
+        let log = std::fs::read_to_string(c.log_path(leader))?;
+        anyhow::ensure!(
+            !log.contains("CommonName authentication failed"),
+            "the node's certificate is refused by the CA check, before any name check"
+        );
+
+        // The etcd CA's client identities pass the CA check but not the name check.
+        for (what, cert, key) in [
+            ("etcd admin", &pki.etcd_admin_cert, &pki.etcd_admin_key),
+            (
+                "apiserver-etcd-client",
+                &pki.apiserver_etcd_cert,
+                &pki.apiserver_etcd_key,
+            ),
+        ] {
+            let mut intruder = peer_client(&target, &pki.etcd_ca, cert, key).await?;
+            let asked = intruder.cluster_info(ClusterInfoRequest::default()).await;
+            anyhow::ensure!(
+                asked.is_err(),
+                "the {what} certificate reached the peer service: {asked:?}"
+            );
+        }
         let log = std::fs::read_to_string(c.log_path(leader))?;
         anyhow::ensure!(
             log.contains("CommonName authentication failed"),
@@ -84,7 +108,7 @@ async fn the_raft_port_refuses_other_identities_and_garbage() {
 
         // A member's own certificate is served; with undecodable Raft messages it gets an
         // error, and they have no effect.
-        let mut peer = peer_client(&target, &pki.ca_cert, &pki.peer_cert, &pki.peer_key).await?;
+        let mut peer = peer_client(&target, &pki.etcd_ca, &pki.peer_cert, &pki.peer_key).await?;
         peer.cluster_info(ClusterInfoRequest::default()).await?;
         for data in [vec![], vec![0xff; 64], b"not bincode at all".to_vec()] {
             let r = peer.vote(RaftBytes { data: data.clone() }).await;

@@ -1,7 +1,10 @@
 //! Multi-process tests of `lb`: the real binary in front of small mutual-TLS backends written
 //! here. Each backend answers `GET /readyz` with 200 or 503 (switchable), and a connection
 //! that starts with the line `ECHO` gets the backend's name on a line, then an echo of what it
-//! sends: so a test sees which backend served a TLS connection made through the lb.
+//! sends: so a test sees which backend served a TLS connection made through the lb. The
+//! backends serve with the test PKI's etcd serving certificate and trust its etcd CA, and the
+//! lb's health checks and the test's clients use that CA too: any one CA shows what the lb
+//! does, and the store's comes with a ready-made serving certificate.
 //!
 //! Needs `cargo build --workspace --bins` first (the `lb` binary).
 
@@ -47,7 +50,7 @@ impl Backend {
 }
 
 async fn start_backend(name: &str, pki: &TestPki) -> anyhow::Result<Backend> {
-    let tls = kl_tls::ServerTls::load(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert), true)?;
+    let tls = kl_tls::ServerTls::load(&pki.server_cert, &pki.server_key, Some(&pki.etcd_ca), true)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config()?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -136,9 +139,9 @@ async fn start_lb(
     let mut args = vec![
         format!("--bind=127.0.0.1:{port}"),
         format!("--stats-bind=127.0.0.1:{stats_port}"),
-        format!("--check-ca-file={}", pki.ca_cert.display()),
-        format!("--check-cert-file={}", pki.client_cert.display()),
-        format!("--check-key-file={}", pki.client_key.display()),
+        format!("--check-ca-file={}", pki.etcd_ca.display()),
+        format!("--check-cert-file={}", pki.etcd_admin_cert.display()),
+        format!("--check-key-file={}", pki.etcd_admin_key.display()),
     ];
     for b in backends {
         args.push(format!("--backend={b}"));

@@ -49,7 +49,7 @@ fn spawn_scheduler(c: &ApiCluster, i: usize, extra: &[&str]) -> anyhow::Result<S
         format!("--secure-port={port}"),
         format!("--tls-cert-file={}", p(&cert)),
         format!("--tls-private-key-file={}", p(&key)),
-        format!("--client-ca-file={}", c.etcd.pki().ca_cert.display()),
+        format!("--client-ca-file={}", c.etcd.pki().cluster_ca.display()),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let log = c.etcd.pki().dir.join(format!("scheduler{i}.log"));
@@ -386,7 +386,7 @@ async fn filters_resources_spreading_and_unschedulable_pods() {
         anyhow::ensure!(bound_node(&pods, "lone").await? == "s2");
 
         // The secure port.
-        let ca = c.etcd.pki().ca_cert.clone();
+        let ca = c.etcd.pki().cluster_ca.clone();
         let (code, body) = testkit::api::https_get(&ca, None, sched.port, "/healthz").await?;
         anyhow::ensure!(code == 200 && body.trim() == "ok", "{code} {body}");
         let (code, _) = testkit::api::https_get(&ca, None, sched.port, "/metrics").await?;
@@ -394,7 +394,7 @@ async fn filters_resources_spreading_and_unschedulable_pods() {
         let pki = c.etcd.pki();
         let (code, body) = testkit::api::https_get(
             &ca,
-            Some((&pki.client_cert, &pki.client_key)),
+            Some((&pki.admin_cert, &pki.admin_key)),
             sched.port,
             "/metrics",
         )

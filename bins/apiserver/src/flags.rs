@@ -105,8 +105,8 @@ pub struct Flags {
     pub kubelet_client_key: Option<PathBuf>,
 
     /// Path to a cert file for the certificate authority that signs kubelets' serving
-    /// certificates. Default: --client-ca-file (kube-lite has one CA). Kubelets are always
-    /// verified.
+    /// certificates. Default: --client-ca-file (kube-lite's cluster CA signs both). Kubelets are
+    /// always verified.
     #[arg(long, value_name = "FILE")]
     pub kubelet_certificate_authority: Option<PathBuf>,
 

@@ -146,8 +146,9 @@ pub struct Flags {
     pub peer_client_cert_auth: bool,
 
     /// Allowed CN for inter peer authentication: a peer certificate with another CN is refused
-    /// (etcd's flag). kube-lite's PKI has one CA, so this is what keeps a node's or a
-    /// component's certificate off the Raft port; its peers' CN is kube-etcd-peer.
+    /// (etcd's flag). The etcd CA that --peer-trusted-ca-file names also signs the store's
+    /// clients (the apiserver's, etcdctl's), so this is what keeps them off the Raft port;
+    /// kube-lite's peers' CN is kube-etcd-peer.
     #[arg(
         long,
         env = "ETCD_PEER_CERT_ALLOWED_CN",

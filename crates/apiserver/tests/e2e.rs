@@ -28,14 +28,14 @@ async fn start_apiserver(etcd: &EtcdCluster, extra: impl FnOnce(&mut apiserver::
     let pki = etcd.pki();
     let mut config = apiserver::Config {
         etcd_servers: (0..etcd.len()).map(|i| etcd.client_url(i)).collect(),
-        etcd_cafile: Some(pki.ca_cert.clone()),
-        etcd_certfile: Some(pki.client_cert.clone()),
-        etcd_keyfile: Some(pki.client_key.clone()),
+        etcd_cafile: Some(pki.etcd_ca.clone()),
+        etcd_certfile: Some(pki.apiserver_etcd_cert.clone()),
+        etcd_keyfile: Some(pki.apiserver_etcd_key.clone()),
         bind_address: "127.0.0.1".parse().unwrap(),
         secure_port: testkit::ports::free_port(),
-        tls_cert_file: Some(pki.server_cert.clone()),
-        tls_private_key_file: Some(pki.server_key.clone()),
-        client_ca_file: Some(pki.ca_cert.clone()),
+        tls_cert_file: Some(pki.apiserver_cert.clone()),
+        tls_private_key_file: Some(pki.apiserver_key.clone()),
+        client_ca_file: Some(pki.cluster_ca.clone()),
         ..Default::default()
     };
     extra(&mut config);
@@ -57,7 +57,7 @@ async fn start_apiserver(etcd: &EtcdCluster, extra: impl FnOnce(&mut apiserver::
         task,
     };
     // Ready: /readyz answers 200.
-    let ca = pki.ca_cert.clone();
+    let ca = pki.cluster_ca.clone();
     testkit::wait_until(
         "the apiserver to be ready",
         Duration::from_secs(60),
@@ -80,9 +80,9 @@ async fn start_apiserver(etcd: &EtcdCluster, extra: impl FnOnce(&mut apiserver::
 
 async fn client(etcd: &EtcdCluster, s: &Server, with_cert: bool) -> Api {
     let pki = etcd.pki();
-    let id = with_cert.then_some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let id = with_cert.then_some((pki.admin_cert.as_path(), pki.admin_key.as_path()));
     raw_api_client(
-        &pki.ca_cert,
+        &pki.cluster_ca,
         id,
         &format!("https://127.0.0.1:{}", s.addr.port()),
     )
@@ -414,9 +414,12 @@ async fn compaction_is_coordinated_through_compact_rev_key() {
     let opts = EtcdOptions {
         endpoints: (0..etcd.len()).map(|i| etcd.client_url(i)).collect(),
         tls: Some(
-            kl_tls::ClientTls::load(&pki.ca_cert, Some((&pki.client_cert, &pki.client_key)))
-                .unwrap()
-                .tonic_config(),
+            kl_tls::ClientTls::load(
+                &pki.etcd_ca,
+                Some((&pki.apiserver_etcd_cert, &pki.apiserver_etcd_key)),
+            )
+            .unwrap()
+            .tonic_config(),
         ),
         attempt_timeout: Duration::from_secs(3),
         call_timeout: Duration::from_secs(20),

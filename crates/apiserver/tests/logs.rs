@@ -95,7 +95,7 @@ async fn container_logs(
 /// A fake kubelet on a free port whose serving certificate is valid for `sans` only, and
 /// which refuses clients without a certificate from the cluster CA.
 async fn fake_kubelet(pki: &testkit::pki::TestPki, file: &str, sans: &[&str]) -> (u16, Arc<Seen>) {
-    let ca = kl_pki::CertificateAuthority::load(&pki.dir)
+    let ca = kl_pki::CertificateAuthority::load(&pki.dir, kl_pki::Authority::Cluster)
         .unwrap()
         .unwrap();
     let issued = ca
@@ -110,7 +110,7 @@ async fn fake_kubelet(pki: &testkit::pki::TestPki, file: &str, sans: &[&str]) ->
     let key = pki.dir.join(format!("{file}.key"));
     std::fs::write(&cert, &issued.cert_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
-    let tls = kl_tls::ServerTls::load(&cert, &key, Some(&pki.ca_cert), true)
+    let tls = kl_tls::ServerTls::load(&cert, &key, Some(&pki.cluster_ca), true)
         .unwrap()
         .rustls_config()
         .unwrap();
@@ -138,14 +138,14 @@ async fn start_apiserver(etcd: &EtcdCluster, kubelet_client: (PathBuf, PathBuf))
     let pki = etcd.pki();
     let config = apiserver::Config {
         etcd_servers: (0..etcd.len()).map(|i| etcd.client_url(i)).collect(),
-        etcd_cafile: Some(pki.ca_cert.clone()),
-        etcd_certfile: Some(pki.client_cert.clone()),
-        etcd_keyfile: Some(pki.client_key.clone()),
+        etcd_cafile: Some(pki.etcd_ca.clone()),
+        etcd_certfile: Some(pki.apiserver_etcd_cert.clone()),
+        etcd_keyfile: Some(pki.apiserver_etcd_key.clone()),
         bind_address: "127.0.0.1".parse().unwrap(),
         secure_port: testkit::ports::free_port(),
-        tls_cert_file: Some(pki.server_cert.clone()),
-        tls_private_key_file: Some(pki.server_key.clone()),
-        client_ca_file: Some(pki.ca_cert.clone()),
+        tls_cert_file: Some(pki.apiserver_cert.clone()),
+        tls_private_key_file: Some(pki.apiserver_key.clone()),
+        client_ca_file: Some(pki.cluster_ca.clone()),
         kubelet_client_certificate: Some(kubelet_client.0),
         kubelet_client_key: Some(kubelet_client.1),
         kubelet_timeout: Duration::from_secs(2),
@@ -163,7 +163,7 @@ async fn start_apiserver(etcd: &EtcdCluster, kubelet_client: (PathBuf, PathBuf))
         },
     ));
     let addr = addr_rx.await.expect("the apiserver binds");
-    let ca = pki.ca_cert.clone();
+    let ca = pki.cluster_ca.clone();
     testkit::wait_until(
         "the apiserver to be ready",
         Duration::from_secs(60),
@@ -294,8 +294,8 @@ async fn pod_logs_are_relayed_from_the_kubelet() {
     let closed_port = testkit::ports::free_port();
     let server = start_apiserver(&etcd, kubelet_client).await;
     let mut api = raw_api_client(
-        &pki.ca_cert,
-        Some((&pki.client_cert, &pki.client_key)),
+        &pki.cluster_ca,
+        Some((&pki.admin_cert, &pki.admin_key)),
         &format!("https://127.0.0.1:{}", server.addr.port()),
     )
     .await

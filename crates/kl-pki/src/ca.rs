@@ -1,4 +1,5 @@
-//! The cluster CA: created once, then loaded from `pki/ca.crt` + `pki/ca.key` every time more
+//! The two CAs, kubeadm's cluster CA (`pki/ca.crt` + `pki/ca.key`) and etcd CA
+//! (`pki/etcd/ca.crt` + `pki/etcd/ca.key`): each created once, then loaded every time more
 //! certificates are issued, so that adding a node or re-issuing a certificate never invalidates
 //! the certificates already handed out.
 
@@ -16,8 +17,59 @@ use crate::{
     PkiError, San,
 };
 
-/// The CA's subject CN, kubeadm's.
+/// The cluster CA's subject CN, kubeadm's.
 pub const CA_COMMON_NAME: &str = "kubernetes";
+
+/// The etcd CA's subject CN, kubeadm's.
+pub const ETCD_CA_COMMON_NAME: &str = "etcd-ca";
+
+/// Which of the two CAs, as kubeadm's: the cluster CA signs what talks to or serves the
+/// Kubernetes API (apiserver, components, nodes, users); the etcd CA signs only what talks to or
+/// serves the store (etcd's serving and peer certificates, its clients: the apiserver, health
+/// checks, etcdctl). etcd trusts the etcd CA alone, so a certificate of the cluster CA (a
+/// kubelet's, say) is refused by the store whatever its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Authority {
+    /// `ca.crt` / `ca.key`, CN `kubernetes`.
+    Cluster,
+    /// `etcd/ca.crt` / `etcd/ca.key`, CN `etcd-ca`.
+    Etcd,
+}
+
+impl Authority {
+    /// Both, in the order kubeadm lists them.
+    pub const ALL: [Authority; 2] = [Authority::Cluster, Authority::Etcd];
+
+    /// Where its certificate and key live.
+    pub fn files(self) -> paths::CertFiles {
+        match self {
+            Authority::Cluster => paths::CA,
+            Authority::Etcd => paths::ETCD_CA,
+        }
+    }
+
+    /// Its subject CN.
+    pub fn common_name(self) -> &'static str {
+        match self {
+            Authority::Cluster => CA_COMMON_NAME,
+            Authority::Etcd => ETCD_CA_COMMON_NAME,
+        }
+    }
+
+    /// kubeadm's name for it (`kubeadm certs check-expiration`'s CERTIFICATE AUTHORITY column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Authority::Cluster => "ca",
+            Authority::Etcd => "etcd-ca",
+        }
+    }
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// How long the CA is valid: kubeadm's 10 years. Replacing a CA means re-issuing every
 /// certificate of the cluster, so it should outlive the cluster.
@@ -109,8 +161,10 @@ impl IssuedCert {
     }
 }
 
-/// The CA that signs every certificate of the cluster.
+/// One of the two CAs ([`Authority`]), able to sign.
 pub struct CertificateAuthority {
+    /// Which one: where it is written, and its name in messages.
+    authority: Authority,
     /// The CA certificate (PEM), as written to `ca.crt`.
     cert_pem: String,
     /// The CA key (PEM), kept so that a newly created CA can be written out.
@@ -125,6 +179,7 @@ impl std::fmt::Debug for CertificateAuthority {
     /// Never prints the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority")
+            .field("authority", &self.authority)
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
@@ -143,15 +198,18 @@ fn new_key(what: &str) -> Result<KeyPair, PkiError> {
 
 impl CertificateAuthority {
     /// Creates a new self-signed CA with an ECDSA P-256 key, valid for [`CA_VALIDITY`].
-    pub fn create() -> Result<Self, PkiError> {
-        let what = "the CA";
+    pub fn create(authority: Authority) -> Result<Self, PkiError> {
+        let what = match authority {
+            Authority::Cluster => "the CA",
+            Authority::Etcd => "the etcd CA",
+        };
         let key = new_key(what)?;
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
+            .push(DnType::CommonName, authority.common_name());
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -163,6 +221,7 @@ impl CertificateAuthority {
         let not_after = params.not_after;
         let cert = params.self_signed(&key).map_err(rcgen_err(what))?;
         Ok(CertificateAuthority {
+            authority,
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             not_after,
@@ -170,13 +229,14 @@ impl CertificateAuthority {
         })
     }
 
-    /// Loads the CA from `ca.crt` and `ca.key` in `pki_dir`. `Ok(None)` when neither exists;
-    /// an error when only one does (never silently replace half a CA: that would orphan every
-    /// certificate it signed), when the certificate is not a CA, has expired, or does not
-    /// belong to the key.
-    pub fn load(pki_dir: &Path) -> Result<Option<Self>, PkiError> {
-        let cert_path = paths::CA.cert_in(pki_dir);
-        let key_path = paths::CA.key_in(pki_dir);
+    /// Loads the CA `authority` from its files in `pki_dir` (`ca.crt` and `ca.key`, or
+    /// `etcd/ca.crt` and `etcd/ca.key`). `Ok(None)` when neither exists; an error when only one
+    /// does (never silently replace half a CA: that would orphan every certificate it signed),
+    /// when the certificate is not a CA, has expired, or does not belong to the key.
+    pub fn load(pki_dir: &Path, authority: Authority) -> Result<Option<Self>, PkiError> {
+        let files = authority.files();
+        let cert_path = files.cert_in(pki_dir);
+        let key_path = files.key_in(pki_dir);
         let (cert_pem, key_pem) = match (
             files::read_if_exists(&cert_path)?,
             files::read_if_exists(&key_path)?,
@@ -224,13 +284,15 @@ impl CertificateAuthority {
             .map_err(|e| bad(format!("unreadable expiry: {e}")))?;
         if not_after <= OffsetDateTime::now_utc() {
             return Err(bad(format!(
-                "expired at {not_after}; remove ca.crt and ca.key to create a new CA \
-                 (every certificate must then be re-issued)"
+                "expired at {not_after}; remove {} and {} to create a new CA \
+                 (every certificate it signed must then be re-issued)",
+                files.cert, files.key
             )));
         }
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|e| bad(format!("cannot sign with it: {e}")))?;
         Ok(Some(CertificateAuthority {
+            authority,
             cert_pem,
             key_pem,
             not_after,
@@ -238,13 +300,19 @@ impl CertificateAuthority {
         }))
     }
 
-    /// Writes `ca.crt` (0644) and `ca.key` (0600) into `pki_dir`.
+    /// Writes its certificate (0644) and key (0600) into `pki_dir`: `ca.crt` and `ca.key`, or
+    /// `etcd/ca.crt` and `etcd/ca.key`.
     pub fn write(&self, pki_dir: &Path) -> Result<(), PkiError> {
         IssuedCert {
             cert_pem: self.cert_pem.clone(),
             key_pem: self.key_pem.clone(),
         }
-        .write(pki_dir, paths::CA)
+        .write(pki_dir, self.authority.files())
+    }
+
+    /// Which CA this is.
+    pub fn authority(&self) -> Authority {
+        self.authority
     }
 
     /// The CA certificate, PEM: what every party trusts.

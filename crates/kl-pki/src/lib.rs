@@ -1,14 +1,21 @@
 //! The cluster PKI, generated with `rcgen` and laid out like kubeadm's `pki/` folder.
 //!
-//! kube-lite has **one CA** for everything (kubeadm has three: cluster, etcd, front-proxy). One
-//! CA keeps the set-up a single command and a single trust anchor; the identities that matter
-//! are the leaf certificates' CN (user) and O (group), as in Kubernetes.
+//! As in kubeadm, the store has **a CA of its own**: the cluster CA (`ca.crt`, CN `kubernetes`)
+//! signs everything that speaks the Kubernetes API (apiserver, components, nodes, users), and
+//! the etcd CA (`etcd/ca.crt`, CN `etcd-ca`) signs only etcd's serving and peer certificates and
+//! the store's three clients (the apiserver, health checks, etcdctl). etcd-lite checks that a
+//! client certificate chains to the CA it trusts, not who it names; trusting only the etcd CA is
+//! what keeps a kubelet's or the controller-manager's certificate, valid in the cluster, from
+//! reading or writing the store directly, past the apiserver's authorization. (kubeadm's third
+//! CA, front-proxy, has no use here: kube-lite has no aggregated APIs.) Within the cluster CA
+//! the identities that matter are the leaf certificates' CN (user) and O (group), as in
+//! Kubernetes.
 //!
 //! Layout of the crate:
 //! * [`paths`]: where each file lives, by kubeadm's names (`etcd/server.crt`, ...).
 //! * [`San`] / [`serving_sans`]: the names a serving certificate is valid for, checked early.
-//! * [`CertificateAuthority`]: creates or loads the CA and issues leaf certificates
-//!   ([`LeafSpec`] → [`IssuedCert`]).
+//! * [`CertificateAuthority`]: creates or loads one of the two CAs ([`Authority`]) and issues
+//!   leaf certificates ([`LeafSpec`] → [`IssuedCert`]).
 //! * [`PkiSpec`] + [`generate`]: the whole tree in one call, as `kubectl-lite certs generate`
 //!   does. [`Generated::identities`] hands back the client identities that belong in
 //!   kubeconfigs; writing the kubeconfig files is the caller's job (`kl-client` owns that
@@ -18,13 +25,15 @@
 //! The tree (`<pki>` is the directory given to [`generate`]):
 //!
 //! ```text
-//! ca.crt ca.key                       the one CA (reused when present)
-//! etcd/ca.crt                         a copy of ca.crt at kubeadm's etcd CA path
+//! ca.crt ca.key                       the cluster CA (reused when present)
+//! etcd/ca.crt etcd/ca.key             the etcd CA (reused when present)
+//!   signed by the etcd CA:
 //! etcd/server, etcd/peer              etcd serving/peer certificates (DEFAULT_SANS + --san)
 //! etcd/healthcheck-client, etcd/admin etcd clients
+//! apiserver-etcd-client               apiserver → etcd
+//!   signed by the cluster CA:
 //! apiserver                           apiserver serving (also `kubernetes`, `kubernetes.default`,
 //!                                     ..., `lb`)
-//! apiserver-etcd-client               apiserver → etcd
 //! apiserver-kubelet-client            apiserver → kubelets (CN kube-apiserver-kubelet-client)
 //! clients/admin                       kubernetes-admin, O system:masters   (admin.kubeconfig)
 //! clients/controller-manager          system:kube-controller-manager       (controller-manager.kubeconfig)
@@ -40,11 +49,21 @@
 //! be called `admin`, `controller-manager` or `scheduler`.
 //!
 //! **Re-running is safe**: [`generate`] into a directory that already holds `ca.crt` + `ca.key`
-//! reuses that CA and re-issues every leaf certificate of the spec (new keys, new SANs).
-//! Certificates issued earlier stay valid, so adding a member later does not invalidate the
-//! running ones; files of nodes not named in the spec are left as they are.
+//! (and `etcd/ca.crt` + `etcd/ca.key`) reuses those CAs and re-issues every leaf certificate of
+//! the spec (new keys, new SANs). Certificates issued earlier stay valid, so adding a member
+//! later does not invalidate the running ones; files of nodes not named in the spec are left as
+//! they are. A CA whose certificate or key is missing is never replaced (that would orphan
+//! every certificate it signed): [`PkiError::HalfCa`] says which file to restore.
 //!
-//! Keys are ECDSA P-256; key files are written with mode 0600, atomically. The CA is valid for
+//! **The one migration**: before the etcd CA existed, kube-lite wrote `etcd/ca.crt` as a byte
+//! copy of `ca.crt` and no `etcd/ca.key`. [`generate`] recognizes exactly that (the copy, no
+//! key, and `ca.crt` + `ca.key` present) and creates the etcd CA in its place
+//! ([`CaOrigin::Migrated`]); every etcd certificate is re-issued by it in the same run, so the
+//! etcd members and the apiservers must all be restarted with the new files. Any other
+//! `etcd/ca.crt` without its key (kubeadm's "external CA" set-up, whose key lives elsewhere) is
+//! refused as [`PkiError::HalfCa`], as kubeadm refuses to issue from a CA whose key it lacks.
+//!
+//! Keys are ECDSA P-256; key files are written with mode 0600, atomically. The CAs are valid for
 //! 10 years and leaf certificates for 1 year, as kubeadm's.
 //!
 //! This crate never reads certificates for serving or dialling: that is `kl-tls`'s job.
@@ -59,7 +78,8 @@ pub mod paths;
 mod san;
 
 pub use ca::{
-    CertificateAuthority, IssuedCert, LeafSpec, Usage, CA_COMMON_NAME, CA_VALIDITY, LEAF_VALIDITY,
+    Authority, CertificateAuthority, IssuedCert, LeafSpec, Usage, CA_COMMON_NAME, CA_VALIDITY,
+    ETCD_CA_COMMON_NAME, LEAF_VALIDITY,
 };
 pub use inspect::{inspect, verify_issued_by, CertSummary};
 pub use san::{serving_sans, San, DEFAULT_SANS};
@@ -112,7 +132,7 @@ pub enum PkiError {
     },
     #[error(
         "found {present} but not {missing}: restore the missing file, or remove both to create \
-         a new CA (every certificate must then be re-issued)"
+         a new CA (every certificate it signed must then be re-issued)"
     )]
     HalfCa { present: PathBuf, missing: PathBuf },
     #[error("{path}: existing CA is unusable: {reason}")]
@@ -239,13 +259,19 @@ pub fn check_node_name(name: &str) -> Result<(), PkiError> {
     Ok(())
 }
 
-/// Whether [`generate`] created the CA or found one.
+/// Whether [`generate`] created a CA or found one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaOrigin {
     /// There was none: a new CA was created and written.
     Created,
-    /// `ca.crt` + `ca.key` existed and signed the new certificates; they were not rewritten.
+    /// Its certificate and key existed and signed the new certificates; they were not
+    /// rewritten.
     Reused,
+    /// The etcd CA only: `etcd/ca.crt` was the copy of `ca.crt` that kube-lite wrote before the
+    /// store had a CA of its own, with no `etcd/ca.key`. A new etcd CA replaced the copy and
+    /// re-issued every etcd certificate: members still running with the old files, and
+    /// apiservers verifying them with the old copy, must all be restarted together.
+    Migrated,
 }
 
 /// One file [`generate`] wrote.
@@ -283,10 +309,16 @@ impl std::fmt::Debug for ClientIdentity {
 /// The result of [`generate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generated {
-    /// Whether the CA is new.
+    /// Whether the cluster CA is new.
     pub ca: CaOrigin,
-    /// The CA certificate (PEM), what kubeconfigs embed as `certificate-authority-data`.
+    /// The cluster CA certificate (PEM), what kubeconfigs embed as
+    /// `certificate-authority-data`.
     pub ca_pem: String,
+    /// Whether the etcd CA is new (or [`CaOrigin::Migrated`] from the old layout's copy).
+    pub etcd_ca: CaOrigin,
+    /// The etcd CA certificate (PEM): what etcd's ports and the apiserver's `--etcd-cafile`
+    /// trust.
+    pub etcd_ca_pem: String,
     /// The names the etcd serving certificates are valid for, defaults included.
     pub sans: Vec<San>,
     /// The names the apiserver's serving certificate is valid for.
@@ -300,6 +332,8 @@ pub struct Generated {
 
 /// One leaf certificate of the inventory.
 struct Entry {
+    /// The CA that signs it.
+    authority: Authority,
     files: paths::NamedCertFiles,
     what: &'static str,
     leaf: LeafSpec,
@@ -343,9 +377,11 @@ impl Names {
     }
 }
 
-/// The certificates [`generate`] issues. Names and CNs are kubeadm's where kubeadm has the
-/// certificate; kubeadm names its etcd serving certificates after the node, and here one
-/// certificate serves every member, so they carry kubeadm's older fixed CNs.
+/// The certificates [`generate`] issues, each with its CA (kubeadm's split: etcd's own
+/// certificates and the store's clients by the etcd CA, the rest by the cluster CA). Names and
+/// CNs are kubeadm's where kubeadm has the certificate; kubeadm names its etcd serving
+/// certificates after the node, and here one certificate serves every member, so they carry
+/// kubeadm's older fixed CNs.
 fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     let client = |cn: &str, org: Option<&str>| LeafSpec {
         common_name: cn.to_string(),
@@ -353,7 +389,8 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
         usage: Usage::Client,
         sans: Vec::new(),
     };
-    let entry = |files: paths::CertFiles, what: &'static str, leaf: LeafSpec| Entry {
+    let entry = |authority, files: paths::CertFiles, what: &'static str, leaf: LeafSpec| Entry {
+        authority,
         files: files.into(),
         what,
         leaf,
@@ -361,6 +398,7 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     };
     let mut entries = vec![
         entry(
+            Authority::Etcd,
             paths::ETCD_SERVER,
             "etcd serving certificate (client port)",
             LeafSpec {
@@ -371,6 +409,7 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
             },
         ),
         entry(
+            Authority::Etcd,
             paths::ETCD_PEER,
             "etcd peer certificate (peer port, both directions)",
             LeafSpec {
@@ -381,21 +420,25 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
             },
         ),
         entry(
+            Authority::Etcd,
             paths::ETCD_HEALTHCHECK_CLIENT,
             "etcd health-check client certificate",
             client("kube-etcd-healthcheck-client", None),
         ),
         entry(
+            Authority::Etcd,
             paths::ETCD_ADMIN,
             "etcd administrator client certificate (etcdctl)",
             client("etcd-admin", Some(SYSTEM_MASTERS)),
         ),
         entry(
+            Authority::Etcd,
             paths::APISERVER_ETCD_CLIENT,
             "apiserver's client certificate towards etcd",
             client("kube-apiserver-etcd-client", Some(SYSTEM_MASTERS)),
         ),
         entry(
+            Authority::Cluster,
             paths::APISERVER,
             "apiserver serving certificate",
             LeafSpec {
@@ -406,6 +449,7 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
             },
         ),
         entry(
+            Authority::Cluster,
             paths::APISERVER_KUBELET_CLIENT,
             "apiserver's client certificate towards kubelets",
             client("kube-apiserver-kubelet-client", Some(SYSTEM_MASTERS)),
@@ -413,6 +457,7 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     ];
     let mut identity = |kubeconfig: &str, files: paths::NamedCertFiles, what, leaf| {
         entries.push(Entry {
+            authority: Authority::Cluster,
             files,
             what,
             leaf,
@@ -447,6 +492,7 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     }
     for node in &names.nodes {
         entries.push(Entry {
+            authority: Authority::Cluster,
             files: paths::node_serving(node),
             what: "node's kubelet serving certificate",
             leaf: LeafSpec {
@@ -461,14 +507,32 @@ fn inventory(names: &Names) -> Result<Vec<Entry>, PkiError> {
     Ok(entries)
 }
 
+/// Whether `etcd/ca.crt` in `out_dir` is the old layout's copy of the cluster CA `cluster`
+/// without a key of its own (see the crate docs: the one migration [`generate`] does).
+fn is_old_etcd_ca_copy(out_dir: &Path, cluster: &CertificateAuthority) -> Result<bool, PkiError> {
+    let files = Authority::Etcd.files();
+    if files::read_if_exists(&files.key_in(out_dir))?.is_some() {
+        return Ok(false);
+    }
+    Ok(files::read_if_exists(&files.cert_in(out_dir))?
+        .is_some_and(|pem| pem.trim() == cluster.cert_pem().trim()))
+}
+
 /// Generates the PKI tree into `out_dir` (created if missing) and returns what it wrote.
 ///
-/// The CA in `out_dir` is reused if present, otherwise created; every leaf certificate is
-/// issued anew. The SANs and node names are checked before anything is written, so a typo
-/// leaves the directory untouched.
+/// The two CAs in `out_dir` are reused if present, otherwise created (the old layout's copy at
+/// `etcd/ca.crt` is replaced: [`CaOrigin::Migrated`]); every leaf certificate is issued anew.
+/// The SANs, node names and existing CAs are checked before anything is written, so a typo or
+/// half a CA leaves the directory untouched.
 pub fn generate(spec: &PkiSpec, out_dir: &Path) -> Result<Generated, PkiError> {
     let names = Names::of(spec)?;
     let entries = inventory(&names)?;
+
+    let cluster = CertificateAuthority::load(out_dir, Authority::Cluster)?;
+    let etcd = match &cluster {
+        Some(cluster) if is_old_etcd_ca_copy(out_dir, cluster)? => Err(CaOrigin::Migrated),
+        _ => CertificateAuthority::load(out_dir, Authority::Etcd)?.ok_or(CaOrigin::Created),
+    };
     files::create_dir(out_dir)?;
 
     let mut written = Vec::new();
@@ -479,31 +543,38 @@ pub fn generate(spec: &PkiSpec, out_dir: &Path) -> Result<Generated, PkiError> {
         })
     };
 
-    let (ca, origin) = match CertificateAuthority::load(out_dir)? {
+    let (ca, origin) = match cluster {
         Some(ca) => (ca, CaOrigin::Reused),
         None => {
-            let ca = CertificateAuthority::create()?;
+            let ca = CertificateAuthority::create(Authority::Cluster)?;
             ca.write(out_dir)?;
-            record(&mut written, paths::CA.key, "CA private key");
-            record(&mut written, paths::CA.cert, "CA certificate");
+            record(&mut written, paths::CA.key, "cluster CA private key");
+            record(&mut written, paths::CA.cert, "cluster CA certificate");
             (ca, CaOrigin::Created)
         }
     };
-
-    let etcd_ca = out_dir.join(paths::ETCD_CA_CERT);
-    if let Some(parent) = etcd_ca.parent() {
-        files::create_dir(parent)?;
-    }
-    files::write_atomic(&etcd_ca, ca.cert_pem().as_bytes(), files::CERT_MODE)?;
-    record(
-        &mut written,
-        paths::ETCD_CA_CERT,
-        "copy of the CA certificate at kubeadm's etcd CA path",
-    );
+    let (etcd_ca, etcd_origin) = match etcd {
+        Ok(ca) => (ca, CaOrigin::Reused),
+        Err(origin) => {
+            let ca = CertificateAuthority::create(Authority::Etcd)?;
+            ca.write(out_dir)?;
+            record(&mut written, paths::ETCD_CA.key, "etcd CA private key");
+            record(
+                &mut written,
+                paths::ETCD_CA.cert,
+                "etcd CA certificate (the only CA etcd's ports trust)",
+            );
+            (ca, origin)
+        }
+    };
 
     let mut identities = Vec::new();
     for entry in entries {
-        let issued = ca.issue(&entry.leaf)?;
+        let signer = match entry.authority {
+            Authority::Cluster => &ca,
+            Authority::Etcd => &etcd_ca,
+        };
+        let issued = signer.issue(&entry.leaf)?;
         issued.write(out_dir, entry.files.clone())?;
         record(&mut written, &entry.files.key, entry.what);
         record(&mut written, &entry.files.cert, entry.what);
@@ -520,6 +591,8 @@ pub fn generate(spec: &PkiSpec, out_dir: &Path) -> Result<Generated, PkiError> {
     Ok(Generated {
         ca: origin,
         ca_pem: ca.cert_pem().to_string(),
+        etcd_ca: etcd_origin,
+        etcd_ca_pem: etcd_ca.cert_pem().to_string(),
         sans: names.etcd,
         apiserver_sans: names.apiserver,
         files: written,

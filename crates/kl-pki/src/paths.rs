@@ -27,17 +27,24 @@ impl CertFiles {
     }
 }
 
-/// The one cluster CA. Every certificate of the cluster chains to it.
+/// The cluster CA (kubeadm's `ca`, CN `kubernetes`): signs the apiserver's serving
+/// certificate, its client certificate towards kubelets, every kubeconfig identity and the
+/// kubelets' serving certificates. What the apiserver, kubelets, components and the lb trust
+/// (`--client-ca-file`, `--check-ca-file`, kubeconfigs' `certificate-authority-data`).
 pub const CA: CertFiles = CertFiles {
     cert: "ca.crt",
     key: "ca.key",
 };
 
-/// A copy of [`CA`]'s certificate (never its key). kubeadm keeps a separate etcd CA at this
-/// path; kube-lite has one CA for everything, and writes the copy so that flags and manifests
-/// written for kubeadm's layout (`--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt`) work
-/// unchanged.
-pub const ETCD_CA_CERT: &str = "etcd/ca.crt";
+/// The etcd CA (kubeadm's `etcd-ca`, CN `etcd-ca`): signs etcd's serving and peer certificates
+/// and the store's clients ([`ETCD_HEALTHCHECK_CLIENT`], [`ETCD_ADMIN`],
+/// [`APISERVER_ETCD_CLIENT`]), nothing else. etcd trusts only this CA on both ports
+/// (`--trusted-ca-file`, `--peer-trusted-ca-file`), and the apiserver verifies etcd with it
+/// (`--etcd-cafile`), so no certificate of the cluster CA opens the store.
+pub const ETCD_CA: CertFiles = CertFiles {
+    cert: "etcd/ca.crt",
+    key: "etcd/ca.key",
+};
 
 /// etcd's client-listener serving certificate (`--cert-file`/`--key-file`). Also a client
 /// certificate, because etcd's gRPC gateway dials its own listener with it.

@@ -64,6 +64,7 @@ fn writes_the_kubeadm_layout() {
             "etcd/admin.crt",
             "etcd/admin.key",
             "etcd/ca.crt",
+            "etcd/ca.key",
             "etcd/healthcheck-client.crt",
             "etcd/healthcheck-client.key",
             "etcd/peer.crt",
@@ -80,17 +81,90 @@ fn writes_the_kubeadm_layout() {
         };
         assert_eq!(mode(&f.path), expected, "{}", f.path.display());
     }
-    assert_eq!(
-        std::fs::read(dir.path().join(paths::ETCD_CA_CERT)).unwrap(),
-        std::fs::read(paths::CA.cert_in(dir.path())).unwrap()
-    );
+    // Two CAs, kubeadm's names, neither signed by the other.
+    assert_eq!(out.etcd_ca, CaOrigin::Created);
+    let cluster = std::fs::read(paths::CA.cert_in(dir.path())).unwrap();
+    let etcd = std::fs::read(paths::ETCD_CA.cert_in(dir.path())).unwrap();
+    assert_eq!(out.ca_pem.as_bytes(), cluster);
+    assert_eq!(out.etcd_ca_pem.as_bytes(), etcd);
+    for (pem, cn) in [(&cluster, CA_COMMON_NAME), (&etcd, ETCD_CA_COMMON_NAME)] {
+        let s = inspect(pem).unwrap();
+        assert_eq!(s.common_name, cn);
+        assert!(s.is_ca, "{cn}");
+        verify_issued_by(pem, pem).unwrap_or_else(|e| panic!("{cn}: not self-signed: {e}"));
+    }
+    assert_eq!(ETCD_CA_COMMON_NAME, "etcd-ca");
+    assert!(verify_issued_by(&etcd, &cluster).is_err());
+    assert!(verify_issued_by(&cluster, &etcd).is_err());
+}
+
+/// The CA each leaf must chain to, by its path: kubeadm's split.
+fn expected_authority(rel: &str) -> Authority {
+    match rel {
+        "etcd/server.crt"
+        | "etcd/peer.crt"
+        | "etcd/healthcheck-client.crt"
+        | "etcd/admin.crt"
+        | "apiserver-etcd-client.crt" => Authority::Etcd,
+        _ => Authority::Cluster,
+    }
 }
 
 #[test]
-fn every_certificate_chains_to_the_ca_and_says_what_it_is_for() {
+fn each_certificate_chains_to_its_own_ca_and_not_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    let out = generate(&PkiSpec::new().san("etcd1").node("worker1"), pki).unwrap();
+    let ca_pem = |a: Authority| std::fs::read(a.files().cert_in(pki)).unwrap();
+    let mut leaves = 0;
+    let mut by_etcd = Vec::new();
+    for f in &out.files {
+        let rel = f.path.strip_prefix(pki).unwrap().display().to_string();
+        if !rel.ends_with(".crt") || rel == paths::CA.cert || rel == paths::ETCD_CA.cert {
+            continue;
+        }
+        leaves += 1;
+        let pem = std::fs::read(&f.path).unwrap();
+        let right = expected_authority(&rel);
+        let wrong = match right {
+            Authority::Cluster => Authority::Etcd,
+            Authority::Etcd => Authority::Cluster,
+        };
+        verify_issued_by(&pem, &ca_pem(right))
+            .unwrap_or_else(|e| panic!("{rel}: not signed by {right}: {e}"));
+        assert!(
+            verify_issued_by(&pem, &ca_pem(wrong)).is_err(),
+            "{rel}: also verifies with {wrong}"
+        );
+        if right == Authority::Etcd {
+            by_etcd.push(rel);
+        }
+    }
+    by_etcd.sort();
+    assert_eq!(
+        by_etcd,
+        [
+            "apiserver-etcd-client.crt",
+            "etcd/admin.crt",
+            "etcd/healthcheck-client.crt",
+            "etcd/peer.crt",
+            "etcd/server.crt",
+        ]
+    );
+    // 5 etcd, apiserver, apiserver-kubelet-client, 3 components, worker1's client and serving.
+    assert_eq!(leaves, 12);
+    // The kubeconfig identities are the cluster CA's.
+    for id in &out.identities {
+        verify_issued_by(id.cert_pem.as_bytes(), out.ca_pem.as_bytes()).unwrap();
+        assert!(verify_issued_by(id.cert_pem.as_bytes(), out.etcd_ca_pem.as_bytes()).is_err());
+    }
+}
+
+#[test]
+fn every_etcd_certificate_chains_to_the_etcd_ca_and_says_what_it_is_for() {
     let (dir, _) = generated(&["etcd1", "10.1.2.3"]);
     let pki = dir.path();
-    let ca_pem = read_pem(&paths::CA.cert_in(pki));
+    let ca_pem = read_pem(&paths::ETCD_CA.cert_in(pki));
     let ca = ca_pem.parse_x509().unwrap();
     assert!(ca.is_ca());
     assert_eq!(ca.subject(), ca.issuer());
@@ -139,7 +213,7 @@ fn every_certificate_chains_to_the_ca_and_says_what_it_is_for() {
         let name = e.files.cert;
         assert_eq!(cert.issuer(), ca.subject(), "{name}");
         cert.verify_signature(Some(ca.public_key()))
-            .unwrap_or_else(|err| panic!("{name}: not signed by the CA: {err}"));
+            .unwrap_or_else(|err| panic!("{name}: not signed by the etcd CA: {err}"));
         assert!(!cert.is_ca(), "{name}");
 
         let identity = kl_tls::identity_of(pem.contents.as_ref()).unwrap();
@@ -197,18 +271,25 @@ fn regenerating_reuses_the_ca_and_reissues_leaves() {
     let (dir, _) = generated(&["etcd1"]);
     let pki = dir.path();
     let ca_before = std::fs::read(paths::CA.cert_in(pki)).unwrap();
+    let etcd_ca_before = std::fs::read(paths::ETCD_CA.cert_in(pki)).unwrap();
     let server_before = std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap();
 
     let out = generate(&PkiSpec::new().sans(["etcd1", "etcd4"]), pki).unwrap();
     assert_eq!(out.ca, CaOrigin::Reused);
+    assert_eq!(out.etcd_ca, CaOrigin::Reused);
     assert!(!out.files.iter().any(|f| f.path.ends_with("ca.key")));
+    assert!(!out.files.iter().any(|f| f.path.ends_with("ca.crt")));
     assert_eq!(std::fs::read(paths::CA.cert_in(pki)).unwrap(), ca_before);
+    assert_eq!(
+        std::fs::read(paths::ETCD_CA.cert_in(pki)).unwrap(),
+        etcd_ca_before
+    );
     let server_after = std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap();
     assert_ne!(server_after, server_before);
     assert!(out.sans.contains(&San::Dns("etcd4".into())));
 
-    // The certificate issued before is still signed by the (same) CA.
-    let ca_pem = read_pem(&paths::CA.cert_in(pki));
+    // The certificate issued before is still signed by the (same) etcd CA.
+    let ca_pem = read_pem(&paths::ETCD_CA.cert_in(pki));
     let ca = ca_pem.parse_x509().unwrap();
     let (_, old) = x509_parser::pem::parse_x509_pem(&server_before).unwrap();
     old.parse_x509()
@@ -236,6 +317,124 @@ fn refuses_half_a_ca_or_a_foreign_key() {
 
     std::fs::write(&key, saved).unwrap();
     assert_eq!(generate(&PkiSpec::new(), pki).unwrap().ca, CaOrigin::Reused);
+
+    // The same for the etcd CA, and nothing is written before the refusal.
+    let etcd_key = paths::ETCD_CA.key_in(pki);
+    let saved = std::fs::read(&etcd_key).unwrap();
+    std::fs::remove_file(&etcd_key).unwrap();
+    let server_before = std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::HalfCa { .. }), "{err}");
+    assert!(err.to_string().contains("etcd/ca.key"), "{err}");
+    assert_eq!(
+        std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap(),
+        server_before
+    );
+    // Its key in the cluster CA's place is not a match either.
+    std::fs::copy(&key, &etcd_key).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::BadCa { .. }), "{err}");
+    std::fs::write(&etcd_key, saved).unwrap();
+    assert_eq!(
+        generate(&PkiSpec::new(), pki).unwrap().etcd_ca,
+        CaOrigin::Reused
+    );
+}
+
+/// Writes the tree of kube-lite before the etcd CA: one CA, `etcd/ca.crt` its byte copy, no
+/// `etcd/ca.key`, every certificate signed by the one CA.
+fn old_layout(pki: &Path) {
+    generate(&PkiSpec::new().node("w1"), pki).unwrap();
+    let ca = CertificateAuthority::load(pki, Authority::Cluster)
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(paths::ETCD_CA.key_in(pki)).unwrap();
+    std::fs::write(paths::ETCD_CA.cert_in(pki), ca.cert_pem()).unwrap();
+    for files in [
+        paths::ETCD_SERVER,
+        paths::ETCD_PEER,
+        paths::ETCD_HEALTHCHECK_CLIENT,
+        paths::ETCD_ADMIN,
+        paths::APISERVER_ETCD_CLIENT,
+    ] {
+        let pem = std::fs::read(files.cert_in(pki)).unwrap();
+        let leaf = inspect(&pem).unwrap();
+        ca.issue(&LeafSpec {
+            common_name: leaf.common_name,
+            organization: leaf.organizations.into_iter().next(),
+            usage: match (leaf.server_auth, leaf.client_auth) {
+                (true, true) => Usage::ServerAndClient,
+                (true, false) => Usage::Server,
+                _ => Usage::Client,
+            },
+            sans: leaf.sans,
+        })
+        .unwrap()
+        .write(pki, files)
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_old_layouts_copy_of_the_ca_becomes_an_etcd_ca_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    old_layout(pki);
+    let cluster_before = std::fs::read(paths::CA.cert_in(pki)).unwrap();
+    let admin_before = std::fs::read(paths::ADMIN.cert_in(pki)).unwrap();
+    assert!(verify_issued_by(
+        &std::fs::read(paths::ETCD_SERVER.cert_in(pki)).unwrap(),
+        &cluster_before
+    )
+    .is_ok());
+
+    let out = generate(&PkiSpec::new().node("w1"), pki).unwrap();
+    assert_eq!(out.ca, CaOrigin::Reused);
+    assert_eq!(out.etcd_ca, CaOrigin::Migrated);
+    let etcd_ca = std::fs::read(paths::ETCD_CA.cert_in(pki)).unwrap();
+    assert_ne!(etcd_ca, cluster_before);
+    assert_eq!(inspect(&etcd_ca).unwrap().common_name, ETCD_CA_COMMON_NAME);
+    assert!(paths::ETCD_CA.key_in(pki).exists());
+    assert_eq!(mode(&paths::ETCD_CA.key_in(pki)), 0o600);
+    assert_eq!(
+        std::fs::read(paths::CA.cert_in(pki)).unwrap(),
+        cluster_before
+    );
+    for files in [paths::ETCD_SERVER, paths::APISERVER_ETCD_CLIENT] {
+        let pem = std::fs::read(files.cert_in(pki)).unwrap();
+        verify_issued_by(&pem, &etcd_ca).unwrap_or_else(|e| panic!("{}: {e}", files.cert));
+    }
+    // The cluster CA's certificates issued before stay valid.
+    verify_issued_by(&admin_before, &cluster_before).unwrap();
+    // And the next run simply reuses the new etcd CA.
+    let again = generate(&PkiSpec::new(), pki).unwrap();
+    assert_eq!(again.etcd_ca, CaOrigin::Reused);
+    assert_eq!(std::fs::read(paths::ETCD_CA.cert_in(pki)).unwrap(), etcd_ca);
+}
+
+#[test]
+fn a_keyless_etcd_ca_that_is_not_the_old_copy_is_refused() {
+    // kubeadm's external-CA set-up: etcd/ca.crt of some other CA, its key kept elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    let (other, _) = generated(&[]);
+    generate(&PkiSpec::new(), pki).unwrap();
+    std::fs::remove_file(paths::ETCD_CA.key_in(pki)).unwrap();
+    let foreign = std::fs::read(paths::ETCD_CA.cert_in(other.path())).unwrap();
+    std::fs::write(paths::ETCD_CA.cert_in(pki), &foreign).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::HalfCa { .. }), "{err}");
+    assert!(err.to_string().contains("etcd/ca.key"), "{err}");
+    assert_eq!(std::fs::read(paths::ETCD_CA.cert_in(pki)).unwrap(), foreign);
+
+    // Nor is the copy of ca.crt when ca.key is gone too (nothing proves it is the old layout).
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    old_layout(pki);
+    std::fs::remove_file(paths::CA.key_in(pki)).unwrap();
+    let err = generate(&PkiSpec::new(), pki).unwrap_err();
+    assert!(matches!(err, PkiError::HalfCa { .. }), "{err}");
+    assert!(!paths::ETCD_CA.key_in(pki).exists());
 }
 
 #[test]
@@ -249,7 +448,7 @@ fn a_bad_san_writes_nothing() {
 
 #[test]
 fn issued_cert_debug_hides_the_key() {
-    let ca = CertificateAuthority::create().unwrap();
+    let ca = CertificateAuthority::create(Authority::Cluster).unwrap();
     let cert = ca
         .issue(&LeafSpec {
             common_name: "alice".into(),
@@ -271,18 +470,19 @@ fn issued_cert_debug_hides_the_key() {
 
 // ---- real handshakes through kl-tls ----------------------------------------------------------
 
-/// Serves mutual TLS with etcd's serving certificate, as `etcd-lite --client-cert-auth` does,
-/// and answers every connection with the CN of the client certificate it verified.
+/// Serves mutual TLS with etcd's serving certificate, trusting the etcd CA only, as
+/// `etcd-lite --client-cert-auth --trusted-ca-file=etcd/ca.crt` does, and answers every
+/// connection with the CN of the client certificate it verified.
 async fn serve(pki: &Path) -> SocketAddr {
-    serve_as(pki, paths::ETCD_SERVER).await
+    serve_as(pki, paths::ETCD_SERVER, Authority::Etcd).await
 }
 
-/// [`serve`] with another serving certificate.
-async fn serve_as(pki: &Path, serving: paths::CertFiles) -> SocketAddr {
+/// [`serve`] with another serving certificate and trusted CA.
+async fn serve_as(pki: &Path, serving: paths::CertFiles, trust: Authority) -> SocketAddr {
     let tls = ServerTls::load(
         &serving.cert_in(pki),
         &serving.key_in(pki),
-        Some(&paths::CA.cert_in(pki)),
+        Some(&trust.files().cert_in(pki)),
         true,
     )
     .unwrap();
@@ -347,7 +547,7 @@ async fn mutual_tls_works_with_the_generated_certs() {
     let (dir, _) = generated(&["etcd1"]);
     let pki = dir.path();
     let addr = serve(pki).await;
-    let ca = paths::CA.cert_in(pki);
+    let ca = paths::ETCD_CA.cert_in(pki);
 
     for (files, cn) in [
         (paths::ETCD_ADMIN, "etcd-admin"),
@@ -363,15 +563,39 @@ async fn mutual_tls_works_with_the_generated_certs() {
             assert_eq!(ping(addr, &c, name).await.unwrap(), cn, "{cn} via {name}");
         }
     }
-    // kubeadm's etcd CA path trusts the same server.
-    let c = client(
-        &pki.join(paths::ETCD_CA_CERT),
-        Some((pki, paths::ETCD_ADMIN)),
-    );
-    assert_eq!(ping(addr, &c, "localhost").await.unwrap(), "etcd-admin");
-
     // A name the certificate was not issued for is refused by the client.
+    let c = client(&ca, Some((pki, paths::ETCD_ADMIN)));
     assert!(ping(addr, &c, "etcd9").await.is_err());
+
+    // The cluster CA does not vouch for etcd's serving certificate.
+    let c = client(&paths::CA.cert_in(pki), Some((pki, paths::ETCD_ADMIN)));
+    assert!(ping(addr, &c, "localhost").await.is_err());
+}
+
+#[tokio::test]
+async fn the_store_refuses_the_cluster_cas_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    generate(&PkiSpec::new().node("worker1"), pki).unwrap();
+    let addr = serve(pki).await;
+    let etcd_ca = paths::ETCD_CA.cert_in(pki);
+    // Valid certificates of the cluster, even system:masters ones: wrong CA for the store.
+    for files in [
+        paths::ADMIN.into(),
+        paths::CONTROLLER_MANAGER.into(),
+        paths::node_client("worker1"),
+        paths::APISERVER_KUBELET_CLIENT.into(),
+    ] {
+        let tls =
+            ClientTls::load(&etcd_ca, Some((&files.cert_in(pki), &files.key_in(pki)))).unwrap();
+        let err = ping(addr, &tls, "localhost").await.unwrap_err();
+        assert!(err.to_string().contains("alert"), "{}: {err}", files.cert);
+    }
+    let good = client(&etcd_ca, Some((pki, paths::APISERVER_ETCD_CLIENT)));
+    assert_eq!(
+        ping(addr, &good, "localhost").await.unwrap(),
+        "kube-apiserver-etcd-client"
+    );
 }
 
 #[tokio::test]
@@ -383,7 +607,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 
     // Trusts our CA (so the server verifies), but presents a certificate of a stranger CA.
     let stranger = client(
-        &paths::CA.cert_in(pki),
+        &paths::ETCD_CA.cert_in(pki),
         Some((other.path(), paths::ETCD_ADMIN)),
     );
     let err = ping(addr, &stranger, "localhost").await.unwrap_err();
@@ -391,27 +615,28 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     assert!(err.to_string().contains("alert"), "{err}");
 
     // No client certificate at all: refused as well (--client-cert-auth).
-    let anonymous = client(&paths::CA.cert_in(pki), None);
+    let anonymous = client(&paths::ETCD_CA.cert_in(pki), None);
     assert!(ping(addr, &anonymous, "localhost").await.is_err());
 
     // And a client that trusts only the other CA refuses our server.
     let wrong_trust = client(
-        &paths::CA.cert_in(other.path()),
+        &paths::ETCD_CA.cert_in(other.path()),
         Some((other.path(), paths::ETCD_ADMIN)),
     );
     assert!(ping(addr, &wrong_trust, "localhost").await.is_err());
 
     // The server is still fine for a legitimate client afterwards.
-    let good = client(&paths::CA.cert_in(pki), Some((pki, paths::ETCD_ADMIN)));
+    let good = client(&paths::ETCD_CA.cert_in(pki), Some((pki, paths::ETCD_ADMIN)));
     assert_eq!(ping(addr, &good, "localhost").await.unwrap(), "etcd-admin");
 }
 
 // ---- the Kubernetes side: apiserver, components, nodes ---------------------------------------
 
+/// What the certificate says, after checking that the CA its path calls for signed it.
 fn summary(pki: &Path, files: impl Into<paths::NamedCertFiles>) -> CertSummary {
     let files = files.into();
     let pem = std::fs::read(files.cert_in(pki)).unwrap();
-    let ca = std::fs::read(paths::CA.cert_in(pki)).unwrap();
+    let ca = std::fs::read(expected_authority(&files.cert).files().cert_in(pki)).unwrap();
     verify_issued_by(&pem, &ca).unwrap_or_else(|e| panic!("{}: {e}", files.cert));
     inspect(&pem).unwrap()
 }
@@ -628,7 +853,7 @@ async fn the_apiserver_certificate_serves_every_name_clients_dial() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path();
     generate(&PkiSpec::new().node("w1"), pki).unwrap();
-    let addr = serve_as(pki, paths::APISERVER).await;
+    let addr = serve_as(pki, paths::APISERVER, Authority::Cluster).await;
     let ca = paths::CA.cert_in(pki);
     let admin = client(&ca, Some((pki, paths::ADMIN)));
     for name in ["127.0.0.1", "localhost", "lb", "kubernetes.default"] {

@@ -134,7 +134,7 @@ impl ApiCluster {
         }
         c.spawn_lb()?;
         let lb_port = c.lb_port;
-        let ca = c.etcd.pki().ca_cert.clone();
+        let ca = c.etcd.pki().cluster_ca.clone();
         if let Err(e) = wait_until(
             "the lb to pass /readyz to an apiserver",
             timeout,
@@ -164,15 +164,15 @@ impl ApiCluster {
         let p = |p: &Path| p.display().to_string();
         let mut a = vec![
             format!("--etcd-servers={}", self.etcd_servers()),
-            format!("--etcd-cafile={}", p(&pki.ca_cert)),
-            format!("--etcd-certfile={}", p(&pki.client_cert)),
-            format!("--etcd-keyfile={}", p(&pki.client_key)),
+            format!("--etcd-cafile={}", p(&pki.etcd_ca)),
+            format!("--etcd-certfile={}", p(&pki.apiserver_etcd_cert)),
+            format!("--etcd-keyfile={}", p(&pki.apiserver_etcd_key)),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={}", self.apiservers[i].port),
             format!("--tls-cert-file={}", p(&self.serving.0)),
             format!("--tls-private-key-file={}", p(&self.serving.1)),
-            format!("--client-ca-file={}", p(&pki.ca_cert)),
+            format!("--client-ca-file={}", p(&pki.cluster_ca)),
             format!("--kubelet-client-certificate={}", p(&self.kubelet_client.0)),
             format!("--kubelet-client-key={}", p(&self.kubelet_client.1)),
         ];
@@ -205,7 +205,7 @@ impl ApiCluster {
         let mut args = vec![
             format!("--bind=127.0.0.1:{}", self.lb_port),
             format!("--stats-bind=127.0.0.1:{}", self.lb_stats_port),
-            format!("--check-ca-file={}", pki.ca_cert.display()),
+            format!("--check-ca-file={}", pki.cluster_ca.display()),
         ];
         for s in &self.apiservers {
             args.push(format!("--backend=127.0.0.1:{}", s.port));
@@ -220,7 +220,7 @@ impl ApiCluster {
 
     /// Waits until apiserver `i` answers `/readyz` with 200.
     pub async fn wait_apiserver_ready(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let ca = self.etcd.pki().ca_cert.clone();
+        let ca = self.etcd.pki().cluster_ca.clone();
         let port = self.apiservers[i].port;
         wait_until(
             &format!("apiserver {i} (port {port}) to be ready"),
@@ -235,7 +235,7 @@ impl ApiCluster {
     /// error when it does not answer.
     pub async fn apiserver_get(&self, i: usize, path: &str) -> anyhow::Result<(u16, String)> {
         https_get(
-            &self.etcd.pki().ca_cert,
+            &self.etcd.pki().cluster_ca,
             None,
             self.apiservers[i].port,
             path,
@@ -251,8 +251,8 @@ impl ApiCluster {
     ) -> anyhow::Result<(u16, String)> {
         let pki = self.etcd.pki();
         https_get(
-            &pki.ca_cert,
-            Some((&pki.client_cert, &pki.client_key)),
+            &pki.cluster_ca,
+            Some((&pki.admin_cert, &pki.admin_key)),
             self.apiservers[i].port,
             path,
         )
@@ -520,8 +520,8 @@ impl ApiCluster {
     ) -> anyhow::Result<kl_api::api_client::ApiClient<tonic::transport::Channel>> {
         let pki = self.etcd.pki();
         raw_api_client(
-            &pki.ca_cert,
-            Some((&pki.client_cert, &pki.client_key)),
+            &pki.cluster_ca,
+            Some((&pki.admin_cert, &pki.admin_key)),
             &self.lb_url(),
         )
         .await
@@ -534,15 +534,16 @@ impl ApiCluster {
     ) -> anyhow::Result<kl_api::api_client::ApiClient<tonic::transport::Channel>> {
         let pki = self.etcd.pki();
         raw_api_client(
-            &pki.ca_cert,
-            Some((&pki.client_cert, &pki.client_key)),
+            &pki.cluster_ca,
+            Some((&pki.admin_cert, &pki.admin_key)),
             &self.apiserver_url(i),
         )
         .await
     }
 
-    /// The CA every server certificate of the cluster chains to.
+    /// The cluster CA: what the apiservers', components' and kubelets' serving certificates
+    /// chain to (the store's chain to the etcd CA, `self.etcd.pki().etcd_ca`).
     pub fn ca_cert(&self) -> &Path {
-        &self.etcd.pki().ca_cert
+        &self.etcd.pki().cluster_ca
     }
 }

@@ -113,7 +113,7 @@ impl Components {
         let mut c = Components {
             kind,
             items,
-            ca: pki.ca_cert.clone(),
+            ca: pki.cluster_ca.clone(),
             bin: bin_path(kind.binary()),
             _dir: dir,
         };

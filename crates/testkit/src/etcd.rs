@@ -233,11 +233,11 @@ impl EtcdCluster {
             format!("--election-timeout={}", o.election_timeout_ms),
             format!("--cert-file={}", path(&p.server_cert)),
             format!("--key-file={}", path(&p.server_key)),
-            format!("--trusted-ca-file={}", path(&p.ca_cert)),
+            format!("--trusted-ca-file={}", path(&p.etcd_ca)),
             "--client-cert-auth".to_string(),
             format!("--peer-cert-file={}", path(&p.peer_cert)),
             format!("--peer-key-file={}", path(&p.peer_key)),
-            format!("--peer-trusted-ca-file={}", path(&p.ca_cert)),
+            format!("--peer-trusted-ca-file={}", path(&p.etcd_ca)),
             "--peer-client-cert-auth".to_string(),
         ];
         if let Some(n) = o.snapshot_count {

@@ -27,10 +27,17 @@ impl Etcdctl {
         Etcdctl {
             bin,
             endpoints,
-            cacert: pki.ca_cert.clone(),
-            cert: pki.client_cert.clone(),
-            key: pki.client_key.clone(),
+            cacert: pki.etcd_ca.clone(),
+            cert: pki.etcd_admin_cert.clone(),
+            key: pki.etcd_admin_key.clone(),
         }
+    }
+
+    /// The same etcdctl presenting another client certificate (`--cert`/`--key`).
+    pub fn with_identity(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.cert = cert;
+        self.key = key;
+        self
     }
 
     /// A command with the connection flags set, for callers that need to drive the process

@@ -76,7 +76,7 @@ impl Kubelets {
                 format!("--port={port}"),
                 format!("--tls-cert-file={}", p(&cert)),
                 format!("--tls-private-key-file={}", p(&key)),
-                format!("--client-ca-file={}", p(&pki.ca_cert)),
+                format!("--client-ca-file={}", p(&pki.cluster_ca)),
             ];
             args.extend(extra_args.iter().map(|s| s.to_string()));
             items.push(Kubelet {
@@ -90,7 +90,7 @@ impl Kubelets {
         }
         let mut k = Kubelets {
             items,
-            ca: pki.ca_cert.clone(),
+            ca: pki.cluster_ca.clone(),
             bin: bin_path("kubelet-lite"),
             dir,
         };

@@ -1,27 +1,47 @@
 //! The PKI of a test cluster: the same tree `kubectl-lite certs generate` writes (kubeadm's
-//! layout, from `kl-pki`), so tests exercise the certificates users get.
+//! layout, from `kl-pki`), so tests exercise the certificates users get. As in kubeadm there
+//! are two CAs: the store trusts only the etcd CA, everything that speaks the Kubernetes API
+//! only the cluster CA; each field below says which one its file belongs to.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kl_pki::paths;
+use kl_pki::{paths, Authority};
 
-/// Paths of the PEM files a store cluster and its clients use.
+/// Paths of the PEM files a test cluster and its clients use.
 #[derive(Clone, Debug)]
 pub struct TestPki {
     pub dir: PathBuf,
-    /// The CA every certificate chains to (`--trusted-ca-file`, `--peer-trusted-ca-file`,
-    /// etcdctl's `--cacert`).
-    pub ca_cert: PathBuf,
-    /// `--cert-file` / `--key-file`: the client-facing serving certificate.
+    /// The cluster CA (`ca.crt`): the apiserver's and kubelets' `--client-ca-file`, the lb's
+    /// `--check-ca-file`, kubeconfigs; it signs the apiserver's, components' and nodes'
+    /// certificates ([`Self::issue`]).
+    pub cluster_ca: PathBuf,
+    /// The etcd CA (`etcd/ca.crt`): etcd's `--trusted-ca-file` and `--peer-trusted-ca-file`,
+    /// the apiserver's `--etcd-cafile`, etcdctl's `--cacert`; it signs only the store's
+    /// certificates ([`Self::issue_by_etcd_ca`]).
+    pub etcd_ca: PathBuf,
+    /// etcd's `--cert-file` / `--key-file`: the client-facing serving certificate (etcd CA).
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
-    /// `--peer-cert-file` / `--peer-key-file`.
+    /// etcd's `--peer-cert-file` / `--peer-key-file` (etcd CA).
     pub peer_cert: PathBuf,
     pub peer_key: PathBuf,
-    /// The etcd administrator's client certificate (etcdctl and test clients).
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
+    /// The etcd administrator's client certificate (`etcd/admin`, etcd CA): etcdctl and the
+    /// tests' store clients.
+    pub etcd_admin_cert: PathBuf,
+    pub etcd_admin_key: PathBuf,
+    /// The apiserver's client certificate towards etcd (`apiserver-etcd-client`, etcd CA):
+    /// `--etcd-certfile` / `--etcd-keyfile`.
+    pub apiserver_etcd_cert: PathBuf,
+    pub apiserver_etcd_key: PathBuf,
+    /// The apiserver's serving certificate (`apiserver`, cluster CA), for tests that run the
+    /// apiserver in-process.
+    pub apiserver_cert: PathBuf,
+    pub apiserver_key: PathBuf,
+    /// The cluster administrator (`clients/admin`: kubernetes-admin, group system:masters;
+    /// cluster CA), for raw calls to the apiserver and the components' secure ports.
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
 }
 
 impl TestPki {
@@ -32,17 +52,24 @@ impl TestPki {
             .with_context(|| format!("generating the test PKI in {}", dir.display()))?;
         Ok(TestPki {
             dir: dir.to_path_buf(),
-            ca_cert: dir.join(paths::ETCD_CA_CERT),
+            cluster_ca: paths::CA.cert_in(dir),
+            etcd_ca: paths::ETCD_CA.cert_in(dir),
             server_cert: paths::ETCD_SERVER.cert_in(dir),
             server_key: paths::ETCD_SERVER.key_in(dir),
             peer_cert: paths::ETCD_PEER.cert_in(dir),
             peer_key: paths::ETCD_PEER.key_in(dir),
-            client_cert: paths::ETCD_ADMIN.cert_in(dir),
-            client_key: paths::ETCD_ADMIN.key_in(dir),
+            etcd_admin_cert: paths::ETCD_ADMIN.cert_in(dir),
+            etcd_admin_key: paths::ETCD_ADMIN.key_in(dir),
+            apiserver_etcd_cert: paths::APISERVER_ETCD_CLIENT.cert_in(dir),
+            apiserver_etcd_key: paths::APISERVER_ETCD_CLIENT.key_in(dir),
+            apiserver_cert: paths::APISERVER.cert_in(dir),
+            apiserver_key: paths::APISERVER.key_in(dir),
+            admin_cert: paths::ADMIN.cert_in(dir),
+            admin_key: paths::ADMIN.key_in(dir),
         })
     }
 
-    /// Issues a certificate signed by this PKI's CA into `<dir>/issued/<file>.{crt,key}` and
+    /// Issues a certificate signed by the cluster CA into `<dir>/issued/<file>.{crt,key}` and
     /// returns the two paths: a client certificate for user `cn` in group `org`, or (`serving`)
     /// a serving certificate for localhost, 127.0.0.1 and ::1.
     pub fn issue(
@@ -52,8 +79,30 @@ impl TestPki {
         org: Option<&str>,
         serving: bool,
     ) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let ca =
-            kl_pki::CertificateAuthority::load(&self.dir)?.context("the test PKI has no CA")?;
+        self.issue_by(Authority::Cluster, file, cn, org, serving)
+    }
+
+    /// [`Self::issue`], signed by the etcd CA instead: an identity the store's TLS accepts.
+    pub fn issue_by_etcd_ca(
+        &self,
+        file: &'static str,
+        cn: &str,
+        org: Option<&str>,
+        serving: bool,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.issue_by(Authority::Etcd, file, cn, org, serving)
+    }
+
+    fn issue_by(
+        &self,
+        authority: Authority,
+        file: &'static str,
+        cn: &str,
+        org: Option<&str>,
+        serving: bool,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let ca = kl_pki::CertificateAuthority::load(&self.dir, authority)?
+            .with_context(|| format!("the test PKI has no {authority}"))?;
         let leaf = kl_pki::LeafSpec {
             common_name: cn.to_string(),
             organization: org.map(str::to_string),
@@ -78,8 +127,8 @@ impl TestPki {
         Ok((files.cert_in(&self.dir), files.key_in(&self.dir)))
     }
 
-    /// Writes a kubeconfig (kubectl's format, PEM embedded) for user `cn` in group `org`
-    /// talking to `server`, and returns its path.
+    /// Writes a kubeconfig (kubectl's format, PEM embedded, the cluster CA) for user `cn` in
+    /// group `org` talking to `server`, and returns its path.
     pub fn kubeconfig(
         &self,
         file: &'static str,
@@ -91,7 +140,7 @@ impl TestPki {
         let cfg = kl_client::Kubeconfig::embedded(
             "kube-lite",
             server,
-            &std::fs::read(&self.ca_cert)?,
+            &std::fs::read(&self.cluster_ca)?,
             cn,
             &std::fs::read(cert)?,
             &std::fs::read(key)?,
@@ -101,11 +150,21 @@ impl TestPki {
         Ok(path)
     }
 
-    /// The client side of mutual TLS with this PKI's client certificate.
+    /// The client side of mutual TLS with the store: the etcd administrator's certificate,
+    /// trusting the etcd CA.
     pub fn client_tls(&self) -> anyhow::Result<kl_tls::ClientTls> {
         Ok(kl_tls::ClientTls::load(
-            &self.ca_cert,
-            Some((&self.client_cert, &self.client_key)),
+            &self.etcd_ca,
+            Some((&self.etcd_admin_cert, &self.etcd_admin_key)),
+        )?)
+    }
+
+    /// The client side of mutual TLS with the apiserver or a component: the cluster
+    /// administrator's certificate, trusting the cluster CA.
+    pub fn admin_tls(&self) -> anyhow::Result<kl_tls::ClientTls> {
+        Ok(kl_tls::ClientTls::load(
+            &self.cluster_ca,
+            Some((&self.admin_cert, &self.admin_key)),
         )?)
     }
 }

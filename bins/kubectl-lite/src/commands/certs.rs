@@ -19,12 +19,14 @@ pub struct CertsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Write the PKI tree (CA; etcd, apiserver, component and node certificates) into a
-    /// directory, and a kubeconfig per identity (admin, controller-manager, scheduler, each
-    /// node) next to it.
+    /// Write the PKI tree (the cluster CA and the etcd CA, as kubeadm's; etcd, apiserver,
+    /// component and node certificates) into a directory, and a kubeconfig per identity
+    /// (admin, controller-manager, scheduler, each node) next to it.
     ///
-    /// An existing CA in the directory (ca.crt + ca.key) is reused, so certificates issued
-    /// earlier stay valid; every other certificate is issued anew.
+    /// Existing CAs in the directory (ca.crt + ca.key, etcd/ca.crt + etcd/ca.key) are reused,
+    /// so certificates issued earlier stay valid; every other certificate is issued anew. A
+    /// directory from before the etcd CA (etcd/ca.crt a copy of ca.crt, no etcd/ca.key) gets
+    /// an etcd CA of its own, and every etcd certificate is re-issued by it.
     Generate(GenerateArgs),
     /// Check certificates' expiration, as `kubeadm certs check-expiration`: every certificate
     /// under --cert-dir, and the client certificate embedded in every kubeconfig next to it.
@@ -181,7 +183,7 @@ fn residual(seconds: i64) -> String {
 }
 
 /// The certificates under `dir` (recursively), as `(name, path)` with kubeadm-like names
-/// (`apiserver`, `etcd/server`, `clients/admin`), sorted; the CA and its copy left out.
+/// (`apiserver`, `etcd/server`, `clients/admin`), sorted; the CAs left out.
 fn certificate_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -209,14 +211,31 @@ fn check_expiration(
     now: time::OffsetDateTime,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let ca_path = kl_pki::paths::CA.cert_in(&args.cert_dir);
-    let ca_pem = std::fs::read(&ca_path).with_context(|| {
-        format!(
-            "reading the CA {} (is --cert-dir the PKI directory?)",
-            ca_path.display()
-        )
-    })?;
-    let ca = kl_pki::inspect(&ca_pem).with_context(|| ca_path.display().to_string())?;
+    // kubeadm's CERTIFICATE AUTHORITY names, in its order: the cluster CA must be there; the
+    // etcd CA is listed when present.
+    let mut cas = Vec::new();
+    for authority in kl_pki::Authority::ALL {
+        let path = authority.files().cert_in(&args.cert_dir);
+        let pem = match std::fs::read(&path) {
+            Ok(pem) => pem,
+            Err(e)
+                if authority == kl_pki::Authority::Etcd
+                    && e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "reading the {authority} certificate {} (is --cert-dir the PKI directory?)",
+                        path.display()
+                    )
+                })
+            }
+        };
+        let summary = kl_pki::inspect(&pem).with_context(|| path.display().to_string())?;
+        cas.push((authority, pem, summary));
+    }
     let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
     let kubeconfig_dir = match &args.kubeconfig_dir {
         Some(d) => d.clone(),
@@ -257,11 +276,10 @@ fn check_expiration(
     ]);
     for (name, pem) in &rows {
         let cert = kl_pki::inspect(pem).with_context(|| name.clone())?;
-        let signer = if kl_pki::verify_issued_by(pem, &ca_pem).is_ok() {
-            "ca"
-        } else {
-            "<unknown>"
-        };
+        let signer = cas
+            .iter()
+            .find(|(_, ca_pem, _)| kl_pki::verify_issued_by(pem, ca_pem).is_ok())
+            .map_or("<unknown>", |(authority, _, _)| authority.name());
         t.row(&[
             name.as_str(),
             &expires(cert.not_after),
@@ -280,12 +298,14 @@ fn check_expiration(
         "RESIDUAL TIME",
         "EXTERNALLY MANAGED",
     ]);
-    t.row(&[
-        "ca",
-        &expires(ca.not_after),
-        &residual((ca.not_after - now).whole_seconds()),
-        "no",
-    ]);
+    for (authority, _, ca) in &cas {
+        t.row(&[
+            authority.name(),
+            &expires(ca.not_after),
+            &residual((ca.not_after - now).whole_seconds()),
+            "no",
+        ]);
+    }
     write!(out, "{}", t.flush())?;
     Ok(())
 }
@@ -294,14 +314,33 @@ fn generate(args: &GenerateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     check_server(&args.server)?;
     let generated = kl_pki::generate(&args.spec(), &args.out)
         .with_context(|| format!("generating certificates in {}", args.out.display()))?;
-    let ca = kl_pki::paths::CA.cert_in(&args.out);
-    match generated.ca {
-        kl_pki::CaOrigin::Created => writeln!(out, "[certs] created a new CA: {}", ca.display())?,
-        kl_pki::CaOrigin::Reused => writeln!(
-            out,
-            "[certs] using the existing CA {} (certificates it signed before stay valid)",
-            ca.display()
-        )?,
+    for (authority, origin) in [
+        (kl_pki::Authority::Cluster, generated.ca),
+        (kl_pki::Authority::Etcd, generated.etcd_ca),
+    ] {
+        let what = match authority {
+            kl_pki::Authority::Cluster => "CA",
+            kl_pki::Authority::Etcd => "etcd CA",
+        };
+        let path = authority.files().cert_in(&args.out);
+        match origin {
+            kl_pki::CaOrigin::Created => {
+                writeln!(out, "[certs] created a new {what}: {}", path.display())?
+            }
+            kl_pki::CaOrigin::Reused => writeln!(
+                out,
+                "[certs] using the existing {what} {} (certificates it signed before stay valid)",
+                path.display()
+            )?,
+            kl_pki::CaOrigin::Migrated => writeln!(
+                out,
+                "[certs] {} was a copy of the cluster CA (the layout before etcd had a CA of its \
+                 own): created a separate etcd CA in its place and re-issued every etcd \
+                 certificate with it. Restart every etcd member and every apiserver with the new \
+                 files (running ones still trust the old copy and cannot talk to restarted ones)",
+                path.display()
+            )?,
+        }
     }
     let sans: Vec<String> = generated.sans.iter().map(ToString::to_string).collect();
     writeln!(
@@ -406,6 +445,7 @@ mod tests {
         run_cli(Cli::try_parse_from(argv).unwrap(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("created a new CA"), "{text}");
+        assert!(text.contains("created a new etcd CA"), "{text}");
         assert!(text.contains("localhost, 127.0.0.1, ::1, etcd1"), "{text}");
         for rel in [
             "ca.crt",
@@ -424,6 +464,34 @@ mod tests {
         run_cli(Cli::try_parse_from(argv).unwrap(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("using the existing CA"), "{text}");
+        assert!(text.contains("using the existing etcd CA"), "{text}");
+    }
+
+    #[test]
+    fn a_pki_from_before_the_etcd_ca_gets_one_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let pki_arg = pki.display().to_string();
+        run_generate(&["--out", &pki_arg]).unwrap();
+        // The old layout: etcd/ca.crt a copy of ca.crt, no etcd/ca.key.
+        std::fs::remove_file(pki.join("etcd/ca.key")).unwrap();
+        std::fs::copy(pki.join("ca.crt"), pki.join("etcd/ca.crt")).unwrap();
+        let text = run_generate(&["--out", &pki_arg]).unwrap();
+        assert!(text.contains("using the existing CA"), "{text}");
+        assert!(text.contains("was a copy of the cluster CA"), "{text}");
+        assert!(text.contains("Restart every etcd member"), "{text}");
+        let etcd_ca = std::fs::read(pki.join("etcd/ca.crt")).unwrap();
+        assert_ne!(etcd_ca, std::fs::read(pki.join("ca.crt")).unwrap());
+        kl_pki::verify_issued_by(
+            &std::fs::read(pki.join("etcd/server.crt")).unwrap(),
+            &etcd_ca,
+        )
+        .unwrap();
+
+        // A keyless etcd/ca.crt that is not the copy: refused, naming the missing key.
+        std::fs::remove_file(pki.join("etcd/ca.key")).unwrap();
+        let err = format!("{:#}", run_generate(&["--out", &pki_arg]).unwrap_err());
+        assert!(err.contains("etcd/ca.key"), "{err}");
     }
 
     #[test]
@@ -457,27 +525,59 @@ mod tests {
         let first = text.lines().next().unwrap();
         assert!(first.starts_with("CERTIFICATE "), "{text}");
         assert!(first.ends_with("EXTERNALLY MANAGED"), "{text}");
-        for name in [
-            "admin.kubeconfig",
-            "worker1.kubeconfig",
-            "apiserver",
-            "apiserver-etcd-client",
-            "etcd/server",
-            "clients/admin",
-            "nodes/worker1",
+        // Each certificate names its authority, as kubeadm's first table.
+        for (name, authority) in [
+            ("admin.kubeconfig", "ca"),
+            ("worker1.kubeconfig", "ca"),
+            ("apiserver", "ca"),
+            ("apiserver-kubelet-client", "ca"),
+            ("apiserver-etcd-client", "etcd-ca"),
+            ("etcd/server", "etcd-ca"),
+            ("etcd/peer", "etcd-ca"),
+            ("etcd/healthcheck-client", "etcd-ca"),
+            ("etcd/admin", "etcd-ca"),
+            ("clients/admin", "ca"),
+            ("nodes/worker1", "ca"),
         ] {
             let row = text
                 .lines()
                 .find(|l| l.split_whitespace().next() == Some(name))
                 .unwrap_or_else(|| panic!("no row for {name}: {text}"));
             assert!(row.contains(" 364d "), "{row}");
-            assert!(row.contains(" ca "), "{row}");
+            assert_eq!(
+                row.split_whitespace().nth(7),
+                Some(authority),
+                "{name}: {row}"
+            );
         }
         assert!(!text
             .lines()
             .any(|l| l.starts_with("ca.crt") || l.starts_with("etcd/ca ")));
-        let ca_row = text.lines().rfind(|l| l.starts_with("ca ")).unwrap();
-        assert!(ca_row.contains(" 9y "), "{ca_row}");
+        // The CERTIFICATE AUTHORITY table: both CAs, kubeadm's order.
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("CERTIFICATE AUTHORITY"))
+            .skip(1)
+            .collect();
+        assert_eq!(table.len(), 2, "{text}");
+        for (row, name) in table.iter().zip(["ca", "etcd-ca"]) {
+            assert_eq!(row.split_whitespace().next(), Some(name), "{text}");
+            assert!(row.contains(" 9y "), "{row}");
+        }
+        // A certificate neither CA signed is <unknown>.
+        let other = tempfile::tempdir().unwrap();
+        kl_pki::generate(&kl_pki::PkiSpec::new(), other.path()).unwrap();
+        std::fs::copy(
+            kl_pki::paths::ADMIN.cert_in(other.path()),
+            pki.join("stranger.crt"),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        check_expiration(&args, now, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let row = text.lines().find(|l| l.starts_with("stranger ")).unwrap();
+        assert!(row.contains(" <unknown> "), "{row}");
+        std::fs::remove_file(pki.join("stranger.crt")).unwrap();
         // Expired: kubeadm's <invalid>.
         let mut out = Vec::new();
         check_expiration(&args, now + time::Duration::days(400), &mut out).unwrap();
