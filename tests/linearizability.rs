@@ -590,7 +590,7 @@ struct Injected {
     majority_leader_after: Option<Duration>,
 }
 
-/// One fault at a time: inject, hold for 1-3 s, heal, wait for a leader, rest 0.3-1 s. The
+/// One fault at a time: inject, hold for 1-3 s (a partition 3-5 s), heal, wait for a leader, rest 0.3-1 s. The
 /// kinds come round in a shuffled order, and the first round is always completed (past the
 /// deadline if need be), so that even a short run has each once. During a partition the
 /// majority must agree on a leader among itself (a new one when the leader was cut off).
@@ -618,7 +618,13 @@ async fn nemesis(
         } else {
             (leader + 1 + rng.below(MEMBERS as u64 - 1) as usize) % MEMBERS
         };
-        let hold = rng.millis(1000, 3000);
+        // A partition is held longer: a client of the cut-off member spends up to a request
+        // timeout on a write that cannot commit before it reads again.
+        let hold = if fault.is_partition() {
+            rng.millis(3000, 5000)
+        } else {
+            rng.millis(1000, 3000)
+        };
         let from = clock.now();
         let cut = Instant::now();
         let mut majority_leader_after = None;
