@@ -590,9 +590,9 @@ struct Injected {
     majority_leader_after: Option<Duration>,
 }
 
-/// One fault at a time: inject, hold for 1-3 s (a partition 3-5 s), heal, wait for a leader, rest 0.3-1 s. The
-/// kinds come round in a shuffled order, and the first round is always completed (past the
-/// deadline if need be), so that even a short run has each once. During a partition the
+/// One fault at a time: inject, hold for 1-3 s (a partition 3-5 s), heal, wait for a leader,
+/// rest 0.3-1 s. The kinds come round in a shuffled order, and the first round is always
+/// completed (past the deadline if need be), so that even a short run has each once. During a partition the
 /// majority must agree on a leader among itself (a new one when the leader was cut off).
 async fn nemesis(
     c: &mut EtcdCluster,
