@@ -4,7 +4,10 @@
 //! (etcd's flag) keeps those off it too, leaving only the members' own (CN kube-etcd-peer).
 //! Both are refused before any Raft message is read, bytes that are not TLS are dropped, and a
 //! member's own certificate sending undecodable Raft messages gets an error: none of it moves
-//! the term, the leader or the data, and every member stays up.
+//! the term, the leader or the data, and every member stays up. Nor does a Raft message that
+//! decodes but carries a membership naming a voter without a node (openraft would `unwrap()`
+//! that node at the member's next election and die): it is refused with `InvalidArgument`
+//! naming the voter.
 //!
 //! Needs `cargo build --workspace --bins` first.
 
@@ -12,8 +15,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run, start};
-use etcd_lite::peerpb::{raft_peer_client::RaftPeerClient, ClusterInfoRequest, RaftBytes};
+use common::{leader_and_follower, run, start};
+use etcd_lite::{
+    peerpb::{raft_peer_client::RaftPeerClient, ClusterInfoRequest, RaftBytes},
+    raft::{encode, Entry, PeerNode, TypeConfig},
+};
+use openraft::{
+    raft::{AppendEntriesRequest, InstallSnapshotRequest},
+    CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
+};
 use testkit::EtcdOpts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Channel, Endpoint};
@@ -128,6 +138,152 @@ async fn the_raft_port_refuses_other_identities_and_garbage() {
         );
         let got = kv.get("/guarded", None).await?;
         anyhow::ensure!(got.kvs().first().map(|k| k.value()) == Some(&b"before"[..]));
+        Ok(())
+    })
+    .await;
+}
+
+/// A membership as a peer's bytes can carry it (`Membership::new` would fill in the missing
+/// node): every member a voter, plus voter 4, with nodes for the members only.
+fn voter_without_node(members: &[(u64, String)]) -> anyhow::Result<Membership<u64, PeerNode>> {
+    let mut voters: Vec<u64> = members.iter().map(|m| m.0).collect();
+    voters.push(4);
+    let nodes: std::collections::BTreeMap<String, PeerNode> = members
+        .iter()
+        .map(|(id, url)| {
+            let node = PeerNode {
+                peer_urls: vec![url.clone()],
+            };
+            (id.to_string(), node)
+        })
+        .collect();
+    let value = serde_json::json!({ "configs": [voters], "nodes": nodes });
+    Ok(serde_json::from_value(value)?)
+}
+
+fn expect_invalid_membership(
+    what: &str,
+    r: Result<tonic::Response<RaftBytes>, tonic::Status>,
+) -> anyhow::Result<()> {
+    let status = match r {
+        Ok(resp) => anyhow::bail!(
+            "{what} with a voter without a node reached Raft ({} bytes answered)",
+            resp.into_inner().data.len()
+        ),
+        Err(s) => s,
+    };
+    eprintln!("{what} refused: {status:?}");
+    anyhow::ensure!(
+        status.code() == tonic::Code::InvalidArgument
+            && status.message().contains("invalid membership")
+            && status.message().contains("voter 4"),
+        "{what}: expected InvalidArgument naming voter 4, got {status:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_naming_a_voter_without_a_node_is_refused() {
+    let mut c = start(3, EtcdOpts::default()).await;
+    run(&mut c, |c| async move {
+        let (leader, follower) = leader_and_follower(c).await?;
+        let mut kv = c.client_for(leader).await?;
+        kv.put("/guarded", "before", None).await?;
+        // The follower has every entry the leader has (nothing else is written meanwhile).
+        let leader_last = c.status(leader).await?.raft_index();
+        let shared = &*c;
+        testkit::wait_until(
+            "the follower to catch up",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || async move {
+                let at = shared.status(follower).await?.raft_index();
+                Ok((at == leader_last).then_some(()))
+            },
+        )
+        .await?;
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push((c.member_id(i).await?, c.peer_url(i)));
+        }
+        let st = c.status(follower).await?;
+        let (term, last, leader_id) = (st.raft_term(), st.raft_index(), st.leader());
+        let pki = c.pki().clone();
+        let mut peer = peer_client(
+            &c.peer_url(follower),
+            &pki.etcd_ca,
+            &pki.peer_cert,
+            &pki.peer_key,
+        )
+        .await?;
+        let membership = voter_without_node(&members)?;
+
+        // As a leader of the next term would send it: right after the follower's last entry,
+        // so that openraft (without the check) takes the vote and appends the entry.
+        let log_id = |t, i| LogId::new(CommittedLeaderId::new(t, leader_id), i);
+        let append = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(term + 1, leader_id),
+            prev_log_id: Some(log_id(term, last)),
+            entries: vec![Entry {
+                log_id: log_id(term + 1, last + 1),
+                payload: EntryPayload::Membership(membership.clone()),
+            }],
+            leader_commit: None,
+        };
+        let r = peer
+            .append_entries(RaftBytes {
+                data: encode(&append),
+            })
+            .await;
+        expect_invalid_membership("AppendEntries", r)?;
+
+        let snapshot = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(term + 1, leader_id),
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(term + 1, last + 1)),
+                last_membership: StoredMembership::new(
+                    Some(log_id(term + 1, last + 1)),
+                    membership,
+                ),
+                snapshot_id: format!("{}-{}-1", term + 1, last + 1),
+            },
+            offset: 0,
+            data: vec![],
+            done: false,
+        };
+        let r = peer
+            .install_snapshot(RaftBytes {
+                data: encode(&snapshot),
+            })
+            .await;
+        expect_invalid_membership("InstallSnapshot", r)?;
+
+        // Give the follower several election timeouts: had the membership reached openraft,
+        // the follower would campaign in it now and die on the missing node.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        anyhow::ensure!(
+            c.running_indices().len() == 3,
+            "every member is still running"
+        );
+        anyhow::ensure!(c.wait_for_leader(Duration::from_secs(30)).await? == leader);
+        for i in [leader, follower] {
+            let st = c.status(i).await?;
+            anyhow::ensure!(
+                st.raft_term() == term && st.leader() == leader_id,
+                "member {i}: term {} leader {:x}, was term {term} leader {leader_id:x}",
+                st.raft_term(),
+                st.leader()
+            );
+        }
+        let mut fc = c.client_for(follower).await?;
+        let listed = fc.member_list().await?.members().len();
+        anyhow::ensure!(listed == 3, "the follower lists {listed} members");
+        let got = fc.get("/guarded", None).await?;
+        anyhow::ensure!(got.kvs().first().map(|k| k.value()) == Some(&b"before"[..]));
+        // Still a working member: a write through it commits.
+        fc.put("/guarded", "after", None).await?;
+        let got = kv.get("/guarded", None).await?;
+        anyhow::ensure!(got.kvs().first().map(|k| k.value()) == Some(&b"after"[..]));
         Ok(())
     })
     .await;

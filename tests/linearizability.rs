@@ -1,8 +1,11 @@
 //! Linearizability of the store under faults, in the manner of Jepsen's etcd test.
 //!
 //! A 3-member cluster of the real binary takes put, get and compare-and-swap from concurrent
-//! clients on a few keys while a nemesis kills (SIGKILL) and pauses (SIGSTOP) one member at a
-//! time, the leader included. Every operation is recorded with its invocation and response
+//! clients on a few keys while a nemesis kills (SIGKILL), pauses (SIGSTOP) or partitions one
+//! member at a time, the leader included. A partition cuts the member's peer links both ways
+//! (every member's peer traffic goes through a proxy the test controls, `testkit::proxy`) while
+//! its clients still reach it: the minority member must not commit, and the majority must
+//! elect a leader among itself (the nemesis waits for that) and go on. Every operation is recorded with its invocation and response
 //! times and its outcome; a request that timed out or failed in transit is *indeterminate* (it
 //! may have taken effect, at any later time, or never). Afterwards the cluster is healed and:
 //!
@@ -20,7 +23,8 @@
 //!
 //! The nemesis runs for `KL_FAULTS_DURATION` seconds (default 20); `scripts/faults` runs long
 //! ones. `KL_FAULTS_SEED` replays a run's choices (the schedule of faults and operations, not
-//! the timing). `KL_FAULTS_SERIALIZABLE_READS=1` checks the check: the clients' gets become
+//! the timing). `KL_FAULTS_ONLY=partition` (or `kill`, `SIGSTOP`, comma-separated) limits the
+//! nemesis to the fault kinds whose names contain one of the words. `KL_FAULTS_SERIALIZABLE_READS=1` checks the check: the clients' gets become
 //! serializable (served from the member's own state, stale when it lags), and the run must then
 //! fail. The test prints one summary block, which `scripts/faults` shows.
 
@@ -42,7 +46,7 @@ use etcd_client::{
     WatchOptions,
 };
 use kl_lincheck::{Limits, Operation, Register, RegisterOp, RegisterRet, Report};
-use testkit::{grpc::status_of, EtcdCluster, EtcdOpts};
+use testkit::{grpc::status_of, proxy::ProxyStats, EtcdCluster, EtcdOpts};
 
 type Op = Operation<RegisterOp<String>, RegisterRet<String>>;
 
@@ -516,14 +520,18 @@ enum Fault {
     KillFollower,
     PauseLeader,
     PauseFollower,
+    PartitionLeader,
+    PartitionFollower,
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    const ALL: [Fault; 6] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::PauseLeader,
         Fault::PauseFollower,
+        Fault::PartitionLeader,
+        Fault::PartitionFollower,
     ];
 
     fn name(self) -> &'static str {
@@ -532,8 +540,43 @@ impl Fault {
             Fault::KillFollower => "kill -9 follower",
             Fault::PauseLeader => "SIGSTOP leader",
             Fault::PauseFollower => "SIGSTOP follower",
+            Fault::PartitionLeader => "partition leader",
+            Fault::PartitionFollower => "partition follower",
         }
     }
+
+    fn on_leader(self) -> bool {
+        matches!(
+            self,
+            Fault::KillLeader | Fault::PauseLeader | Fault::PartitionLeader
+        )
+    }
+
+    fn is_partition(self) -> bool {
+        matches!(self, Fault::PartitionLeader | Fault::PartitionFollower)
+    }
+}
+
+/// The kinds the nemesis injects: all, or those `KL_FAULTS_ONLY` names.
+fn fault_kinds() -> anyhow::Result<Vec<Fault>> {
+    let Ok(only) = std::env::var("KL_FAULTS_ONLY") else {
+        return Ok(Fault::ALL.to_vec());
+    };
+    let words: Vec<String> = only
+        .split(',')
+        .map(|w| w.trim().to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let kinds: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| words.iter().any(|w| f.name().to_lowercase().contains(w)))
+        .collect();
+    anyhow::ensure!(
+        !kinds.is_empty(),
+        "KL_FAULTS_ONLY={only:?} names no fault kind (kinds: {:?})",
+        Fault::ALL.map(Fault::name)
+    );
+    Ok(kinds)
 }
 
 /// One fault as injected: what, on whom, from when to when (clock times).
@@ -543,43 +586,72 @@ struct Injected {
     member: usize,
     from: u64,
     to: u64,
+    /// A partition: how long after the cut the majority agreed on a leader among itself.
+    majority_leader_after: Option<Duration>,
 }
 
-/// One fault at a time: inject, hold for 1-3 s, heal, wait for a leader, rest 0.3-1 s. The
-/// kinds come round in a shuffled order, so that even a short run has each once.
+/// One fault at a time: inject, hold for 1-3 s (a partition 3-5 s), heal, wait for a leader,
+/// rest 0.3-1 s. The kinds come round in a shuffled order, and the first round is always
+/// completed (past the deadline if need be), so that even a short run has each once. During a partition the
+/// majority must agree on a leader among itself (a new one when the leader was cut off).
 async fn nemesis(
     c: &mut EtcdCluster,
     until: Instant,
     clock: Clock,
     rng: &mut Rng,
 ) -> anyhow::Result<Vec<Injected>> {
+    let all = fault_kinds()?;
     let mut done = Vec::new();
     let mut kinds = Vec::new();
     tokio::time::sleep(rng.millis(500, 1000)).await;
-    while Instant::now() < until {
+    while Instant::now() < until || done.len() < all.len() {
         if kinds.is_empty() {
-            kinds = Fault::ALL.to_vec();
+            kinds = all.clone();
             for i in (1..kinds.len()).rev() {
                 kinds.swap(i, rng.below(i as u64 + 1) as usize);
             }
         }
         let fault = kinds.pop().expect("refilled above");
         let leader = c.wait_for_leader(SETTLE).await?;
-        let member = match fault {
-            Fault::KillLeader | Fault::PauseLeader => leader,
-            Fault::KillFollower | Fault::PauseFollower => {
-                (leader + 1 + rng.below(MEMBERS as u64 - 1) as usize) % MEMBERS
-            }
+        let member = if fault.on_leader() {
+            leader
+        } else {
+            (leader + 1 + rng.below(MEMBERS as u64 - 1) as usize) % MEMBERS
+        };
+        // A partition is held longer: a client of the cut-off member spends up to a request
+        // timeout on a write that cannot commit before it reads again.
+        let hold = if fault.is_partition() {
+            rng.millis(3000, 5000)
+        } else {
+            rng.millis(1000, 3000)
         };
         let from = clock.now();
+        let cut = Instant::now();
+        let mut majority_leader_after = None;
         match fault {
             Fault::KillLeader | Fault::KillFollower => c.kill9(member),
             Fault::PauseLeader | Fault::PauseFollower => c.sigstop(member)?,
+            Fault::PartitionLeader | Fault::PartitionFollower => {
+                c.isolate(member)?;
+                let majority: Vec<usize> = (0..MEMBERS).filter(|&i| i != member).collect();
+                let new = c
+                    .wait_for_leader_among(&majority, SETTLE)
+                    .await
+                    .map_err(|e| {
+                        e.context(format!(
+                            "the majority {majority:?} has no leader while member {member} is \
+                             partitioned away"
+                        ))
+                    })?;
+                anyhow::ensure!(new != member, "the partitioned member {member} still leads");
+                majority_leader_after = Some(cut.elapsed());
+            }
         }
-        tokio::time::sleep(rng.millis(1000, 3000)).await;
+        tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
         match fault {
             Fault::KillLeader | Fault::KillFollower => c.restart(member)?,
             Fault::PauseLeader | Fault::PauseFollower => c.sigcont(member)?,
+            Fault::PartitionLeader | Fault::PartitionFollower => c.heal(),
         }
         let to = clock.now();
         done.push(Injected {
@@ -587,6 +659,7 @@ async fn nemesis(
             member,
             from,
             to,
+            majority_leader_after,
         });
         c.wait_for_leader(SETTLE).await.map_err(|e| {
             e.context(format!(
@@ -901,9 +974,9 @@ fn check_durability(
 // The test.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_is_linearizable_under_kills_and_pauses() {
+async fn register_is_linearizable_under_kills_pauses_and_partitions() {
     let duration = faults_duration();
-    let mut c = common::start(MEMBERS, EtcdOpts::fast()).await;
+    let mut c = common::start(MEMBERS, EtcdOpts::fast().with_peer_proxies()).await;
     // The body's bound grows with the nemesis phase (common::run's is fixed).
     let bound = duration + Duration::from_secs(240);
     match tokio::time::timeout(bound, body(&mut c, duration)).await {
@@ -969,6 +1042,7 @@ async fn body(c: &mut EtcdCluster, duration: Duration) -> anyhow::Result<()> {
         }
     }
     // Heal whatever a failed nemesis left behind, then read the final state.
+    c.heal();
     for i in 0..MEMBERS {
         if !c.is_running(i) {
             c.restart(i)?;
@@ -982,6 +1056,7 @@ async fn body(c: &mut EtcdCluster, duration: Duration) -> anyhow::Result<()> {
         .pop()
         .expect("one lease task");
     let injected = injected?;
+    let proxy = c.proxies().map(|p| p.total_stats()).unwrap_or_default();
     c.wait_for_leader(SETTLE).await?;
     let leases_gone = wait_leases_gone(&urls, &plain).await?;
     let mut keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
@@ -1033,6 +1108,7 @@ async fn body(c: &mut EtcdCluster, duration: Duration) -> anyhow::Result<()> {
         records: &records,
         errors: &errors,
         injected: &injected,
+        proxy,
         report: &report,
         check_time,
         watch: &watch,
@@ -1063,6 +1139,10 @@ async fn body(c: &mut EtcdCluster, duration: Duration) -> anyhow::Result<()> {
         !injected.is_empty(),
         "the nemesis injected no fault in {duration:?}"
     );
+    anyhow::ensure!(
+        !injected.iter().any(|f| f.fault.is_partition()) || proxy.cut + proxy.blackholed > 0,
+        "partitions were injected but the peer proxies cut no connection: {proxy:?}"
+    );
     Ok(())
 }
 
@@ -1073,6 +1153,7 @@ struct Summary<'a> {
     records: &'a [Record],
     errors: &'a BTreeMap<String, usize>,
     injected: &'a [Injected],
+    proxy: ProxyStats,
     report: &'a Report<String>,
     check_time: Duration,
     watch: &'a WatchLog,
@@ -1142,6 +1223,36 @@ fn summary(s: &Summary) -> String {
         } else {
             kinds.join(", ")
         }
+    );
+    let partitions: Vec<&Injected> = s
+        .injected
+        .iter()
+        .filter(|f| f.fault.is_partition())
+        .collect();
+    let elected: Vec<f64> = partitions
+        .iter()
+        .filter_map(|f| f.majority_leader_after)
+        .map(|d| d.as_secs_f64())
+        .collect();
+    let (lo, hi) = elected
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), &d| {
+            (lo.min(d), hi.max(d))
+        });
+    let _ = writeln!(
+        b,
+        "partitions:  {} ({} of the leader){}; peer proxies: {} connections forwarded, {} cut, \
+         {} blackholed",
+        partitions.len(),
+        partitions.iter().filter(|f| f.fault.on_leader()).count(),
+        if elected.is_empty() {
+            String::new()
+        } else {
+            format!(": the majority had a leader among itself {lo:.1}-{hi:.1}s after the cut")
+        },
+        s.proxy.forwarded,
+        s.proxy.cut,
+        s.proxy.blackholed
     );
     for f in s.injected.iter().take(TIMELINE_SHOWN) {
         let _ = writeln!(

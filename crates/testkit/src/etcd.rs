@@ -9,6 +9,10 @@
 //! Member `i` is a *slot*: its name (`m0`, `m1`, ...), ports and data dir stay the same across
 //! kills, restarts and wipes, so a test can say "kill the leader, restart it" by index.
 //! [`EtcdCluster::add_slot`] makes a new slot for a member that joins later.
+//!
+//! With [`EtcdOpts::peer_proxies`], every member's peer traffic goes through a proxy the test
+//! controls ([`crate::proxy`]), so that [`EtcdCluster::isolate`] can partition a member from
+//! the others and [`EtcdCluster::heal`] join them again.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,6 +28,7 @@ use crate::{
     pki::TestPki,
     ports::free_port,
     process::{tail, Proc},
+    proxy::PeerProxies,
     slots::ClusterSlot,
     wait::wait_until,
 };
@@ -46,6 +51,9 @@ pub struct EtcdOpts {
     pub max_txn_ops: Option<u64>,
     /// Further flags, appended as given.
     pub extra_args: Vec<String>,
+    /// Route each member's peer traffic through a [`PeerProxies`] proxy (the member advertises
+    /// the proxy's port and listens on another), so that the test can cut links.
+    pub peer_proxies: bool,
     /// How long starting (or restarting) members may take to answer and elect a leader.
     pub start_timeout: Duration,
 }
@@ -59,6 +67,7 @@ impl Default for EtcdOpts {
             max_request_bytes: None,
             max_txn_ops: None,
             extra_args: Vec::new(),
+            peer_proxies: false,
             start_timeout: Duration::from_secs(60),
         }
     }
@@ -88,6 +97,12 @@ impl EtcdOpts {
         self.max_txn_ops = Some(n);
         self
     }
+
+    /// See [`EtcdOpts::peer_proxies`].
+    pub fn with_peer_proxies(mut self) -> Self {
+        self.peer_proxies = true;
+        self
+    }
 }
 
 /// One member slot.
@@ -95,7 +110,10 @@ impl EtcdOpts {
 struct Member {
     name: String,
     client_port: u16,
+    /// The advertised peer port: the member's own, or its proxy's.
     peer_port: u16,
+    /// The port the member listens on for peers (`peer_port` unless proxied).
+    listen_peer_port: u16,
     metrics_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
@@ -118,6 +136,10 @@ impl Member {
         format!("https://127.0.0.1:{}", self.peer_port)
     }
 
+    fn listen_peer_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.listen_peer_port)
+    }
+
     fn running(&mut self) -> bool {
         self.proc.as_mut().is_some_and(Proc::is_running)
     }
@@ -131,6 +153,8 @@ pub struct EtcdCluster {
     opts: EtcdOpts,
     pki: TestPki,
     token: String,
+    /// The peer proxies, with [`EtcdOpts::peer_proxies`].
+    proxies: Option<PeerProxies>,
     /// Root of PKI, data dirs and logs. Declared after `members` so the processes die before
     /// their files go.
     dir: tempfile::TempDir,
@@ -158,12 +182,18 @@ impl EtcdCluster {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
+        let proxies = if opts.peer_proxies {
+            Some(PeerProxies::new()?)
+        } else {
+            None
+        };
         let mut cluster = EtcdCluster {
             members: Vec::new(),
             bin,
             opts,
             pki,
             token,
+            proxies,
             dir,
             _slot: slot,
         };
@@ -184,16 +214,28 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
-    /// Creates a new member slot (name, ports, data dir), not started, and returns its index.
-    /// Add it to the cluster with MemberAdd, then start it with [`Self::add_member_process`].
+    /// Creates a new member slot (name, ports, data dir, its peer proxy if any), not started,
+    /// and returns its index. Add it to the cluster with MemberAdd, then start it with
+    /// [`Self::add_member_process`].
+    ///
+    /// # Panics
+    /// When its peer proxy cannot listen on loopback.
     pub fn add_slot(&mut self) -> usize {
         let i = self.members.len();
         let data_dir = self.dir.path().join(format!("m{i}.etcd"));
         let log_path = self.dir.path().join(format!("m{i}.log"));
+        let listen_peer_port = free_port();
+        let peer_port = match &mut self.proxies {
+            Some(p) => p
+                .add(listen_peer_port)
+                .unwrap_or_else(|e| panic!("peer proxy of member {i}: {e:#}")),
+            None => listen_peer_port,
+        };
         self.members.push(Member {
             name: format!("m{i}"),
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
+            listen_peer_port,
             metrics_port: free_port(),
             data_dir,
             log_path,
@@ -223,7 +265,7 @@ impl EtcdCluster {
             format!("--data-dir={}", path(&m.data_dir)),
             format!("--listen-client-urls={}", m.client_url()),
             format!("--advertise-client-urls={}", m.client_url()),
-            format!("--listen-peer-urls={}", m.peer_url()),
+            format!("--listen-peer-urls={}", m.listen_peer_url()),
             format!("--initial-advertise-peer-urls={}", m.peer_url()),
             format!("--initial-cluster={}", m.initial_cluster),
             format!("--initial-cluster-state={}", m.initial_state),
@@ -261,7 +303,11 @@ impl EtcdCluster {
             "member {i} ({}) is still running; kill9 or sigterm it first",
             m.name
         );
-        m.proc = Some(Proc::spawn(&self.bin, &args, &m.log_path)?);
+        let p = Proc::spawn(&self.bin, &args, &m.log_path)?;
+        if let Some(proxies) = &self.proxies {
+            proxies.set_pid(i, Some(p.pid()));
+        }
+        m.proc = Some(p);
         m.stopped = false;
         Ok(())
     }
@@ -482,6 +528,9 @@ impl EtcdCluster {
             p.kill9();
         }
         self.members[i].stopped = false;
+        if let Some(proxies) = &self.proxies {
+            proxies.set_pid(i, None);
+        }
     }
 
     /// SIGTERM member `i` and wait (up to 30 s) for it to exit.
@@ -498,6 +547,9 @@ impl EtcdCluster {
             "member {i} ({name}) did not exit within 30s of SIGTERM"
         );
         self.members[i].proc = None;
+        if let Some(proxies) = &self.proxies {
+            proxies.set_pid(i, None);
+        }
         Ok(())
     }
 
@@ -515,6 +567,30 @@ impl EtcdCluster {
         p.signal("CONT")?;
         self.members[i].stopped = false;
         Ok(())
+    }
+
+    /// The peer proxies, when started with [`EtcdOpts::peer_proxies`].
+    pub fn proxies(&self) -> Option<&PeerProxies> {
+        self.proxies.as_ref()
+    }
+
+    /// Partitions member `i` from every other member, both ways (its clients still reach it).
+    ///
+    /// # Errors
+    /// When the cluster was started without [`EtcdOpts::peer_proxies`].
+    pub fn isolate(&self, i: usize) -> anyhow::Result<()> {
+        self.proxies
+            .as_ref()
+            .context("isolate needs a cluster started with EtcdOpts::peer_proxies")?
+            .isolate(i);
+        Ok(())
+    }
+
+    /// Heals every partition (nothing to do without peer proxies).
+    pub fn heal(&self) {
+        if let Some(p) = &self.proxies {
+            p.heal_all();
+        }
     }
 
     /// Starts member `i` again with the same flags and data dir. It does not wait: etcd serves

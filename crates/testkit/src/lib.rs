@@ -18,6 +18,8 @@
 //! * [`command`]: running a command-line tool, bounded, with its output captured.
 //! * [`slots`]: at most `KL_TEST_MAX_CLUSTERS` (default 1) clusters at once per machine, across
 //!   test processes (nextest runs each test in its own process).
+//! * [`proxy`]: [`PeerProxies`], a TCP proxy in front of each store member's peer port that
+//!   tells its links apart by source member, to partition members from each other and heal.
 //! * [`etcdctl`]: Debian's `etcdctl` pointed at a cluster.
 //! * [`grpc`]: asserting on the exact gRPC code and message a server returned.
 //! * [`wait`]: bounded polling; every wait in a test goes through a deadline.
@@ -38,6 +40,7 @@ pub mod kubelet;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod slots;
 pub mod wait;
 
@@ -48,4 +51,5 @@ pub use etcd::{EtcdCluster, EtcdOpts};
 pub use etcdctl::Etcdctl;
 pub use pki::TestPki;
 pub use ports::free_port;
+pub use proxy::PeerProxies;
 pub use wait::{bounded, wait_until};
