@@ -2,8 +2,9 @@
 //! mutual TLS, three apiservers on it and the lb in front of them, the controllers, and three
 //! workers whose nodes are Ready; it prints an etcdctl line that works as printed, writes
 //! kubeconfigs that point at the lb (which answers `/readyz` from an apiserver); a pod runs on a
-//! worker and `kubectl-lite logs` reads it; `status` reports it all, and `down` stops every
-//! process it started, the pod's included.
+//! worker and `kubectl-lite logs` reads it; `status` reports it all; `up --local` on the running
+//! cluster starts again a worker that was killed, and only it; `down` stops every process it
+//! started, the pod's included.
 //!
 //! It runs the script with its state in a temporary directory, the debug binaries, and ports
 //! moved by an offset, so that it never touches a cluster a developer has up.
@@ -371,6 +372,50 @@ fn cluster_up_runs_workers_and_prints_working_lines_and_down_stops_everything() 
             "{name} not alive and healthy in:\n{status_out}"
         );
     }
+    // `up --local` on a running cluster starts only what is missing: a worker killed -9 comes
+    // back (and waits until its node is Ready again); everything else is left as it is.
+    let pid_of = |name: &str| -> i32 {
+        std::fs::read_to_string(state.join(format!("run/{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid file for {name}"))
+    };
+    let (worker2, etcd1) = (pid_of("worker2"), pid_of("etcd1"));
+    let killed = Command::new("kill")
+        .args(["-9", &worker2.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while alive(worker2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker2 survived kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = script.run(&["up", "--local"]);
+    assert!(again.status.success(), "up --local:\n{}", text(&again));
+    let again_out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        !again_out.contains("no Docker engine answers"),
+        "--local does not look for an engine: {again_out}"
+    );
+    assert!(
+        again_out.contains(&format!("etcd1 already running (pid {etcd1})")),
+        "{again_out}"
+    );
+    assert!(
+        !again_out.contains("worker2 already running")
+            && again_out.contains("Workers (kubelet-lite; nodes Ready):"),
+        "{again_out}"
+    );
+    let restarted = pid_of("worker2");
+    assert!(
+        restarted != worker2 && alive(restarted),
+        "worker2 was not started again"
+    );
+
     let pids = script.pids();
     assert_eq!(
         pids.len(),

@@ -1,15 +1,20 @@
 //! kubelet-lite against a real cluster (store, apiserver, lb), pods bound by hand
 //! (`spec.nodeName` set at creation, as upstream allows) so that no scheduler is needed:
 //!
-//! * pods are real process groups: exit codes, restartCount and phase per restartPolicy,
-//!   CrashLoopBackOff backing off, start errors with upstream's reason and message, liveness
-//!   restarting a container, readiness flipping Ready, output read with `kubectl-lite logs`;
-//! * deletion stops the whole process group (checked by pid) and a process ignoring SIGTERM
-//!   is killed after the grace period; the deletion is then confirmed and the pod is gone;
+//! * pods are real process groups: command, args, env and workingDir as the process sees
+//!   them; exit codes, restartCount, lastState and phase per restartPolicy (Always restarting
+//!   a success too), CrashLoopBackOff backing off, start errors with upstream's reason, message
+//!   and exit code (backing off under OnFailure), liveness restarting a container, readiness
+//!   flipping Ready and ContainersReady, hostIP, conditions, start and finish times, output
+//!   read with `kubectl-lite logs` (`--previous`: the attempt before the current one);
+//! * deletion stops the whole process group (checked by pid) at SIGTERM, well within its
+//!   grace, and a process ignoring SIGTERM is killed when the grace period is over (not much
+//!   later); the deletion is then confirmed and the pod is gone;
 //! * `kill -9` of the kubelet and a restart: the same processes, adopted, nothing duplicated,
 //!   nothing lost; a pod force-deleted meanwhile has its processes removed;
-//! * the Node (labels, taints, capacity, addresses, daemonEndpoints) and its Lease renewed;
-//!   hollow nodes registering and reporting their pods Running; bad flags refused;
+//! * the Node (labels, taints, capacity, addresses, daemonEndpoints) and its Lease renewed
+//!   every quarter of its duration; hollow nodes registering, renewing their Leases and
+//!   reporting their pods Running without starting a process; bad flags refused;
 //! * a worker dies under a ReplicaSet (with a controller-manager and a scheduler): its pods
 //!   come back on the other workers.
 //!
@@ -93,10 +98,53 @@ fn main_status(p: &Pod) -> kl_api::ContainerStatus {
 }
 
 fn ready(p: &Pod) -> bool {
+    condition(p, "Ready") == "True"
+}
+
+/// The status (`True`, `False`) of the pod's condition `ty`; empty when it has none.
+fn condition(p: &Pod, ty: &str) -> String {
     status(p)
         .conditions
         .iter()
-        .any(|c| c.r#type == "Ready" && c.status == "True")
+        .find(|c| c.r#type == ty)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+fn creation_time(p: &Pod) -> String {
+    p.metadata
+        .as_ref()
+        .map(|m| m.creation_timestamp.clone())
+        .unwrap_or_default()
+}
+
+/// Whether `t` reads as the RFC 3339 second (`2026-12-07T09:15:01Z`) the kubelet writes, so
+/// that two such times compare as text.
+fn is_rfc3339_second(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 20
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'Z'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
+}
+
+/// Seconds since the epoch of a MicroTime (`2026-12-07T09:15:01.123456Z`), as Leases carry.
+fn micro_time_secs(t: &str) -> Option<f64> {
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let frac: f64 = format!("0{}", t.get(19..t.len() - 1)?).parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
 }
 
 fn uid(p: &Pod) -> String {
@@ -207,11 +255,60 @@ async fn pods_run_as_processes_with_upstream_status() {
             .terminated
             .unwrap_or_default();
         assert_eq!((term.exit_code, term.reason.as_str()), (0, "Completed"));
-        assert_eq!(status(&p).pod_ip, "127.0.0.1");
+        assert_eq!(
+            (status(&p).pod_ip.as_str(), status(&p).host_ip.as_str()),
+            ("127.0.0.1", "127.0.0.1")
+        );
+        assert_eq!(condition(&p, "Initialized"), "True");
+        assert_eq!(condition(&p, "PodScheduled"), "True");
+        // Finished: neither Ready nor ContainersReady (reason PodCompleted), as upstream.
+        assert_eq!(
+            (condition(&p, "Ready"), condition(&p, "ContainersReady")),
+            ("False".into(), "False".into())
+        );
         let out = c.kubectl(&["logs", "hello"]).await?;
         assert_eq!(out.stdout, "hello\nworld\n", "{out:?}");
         let out = c.kubectl(&["logs", "hello", "--tail", "1"]).await?;
         assert_eq!(out.stdout, "world\n", "{out:?}");
+
+        // command + args (each one argv entry, no word splitting), env and workingDir, seen
+        // by the process; it runs over a second, so its start and finish are distinct seconds.
+        let mut argv = sh_pod("argv", "worker1", "", "Never");
+        let main = &mut argv.spec.as_mut().unwrap().containers[0];
+        main.command = vec!["sh".into(), "-c".into()];
+        main.args = vec![
+            r#"sleep 1.2; printf '[%s]' "$0" "$@"; echo " $GREETING $(pwd)""#.into(),
+            "first arg".into(),
+            "second".into(),
+        ];
+        main.env = vec![kl_api::EnvVar {
+            name: "GREETING".into(),
+            value: "hi there".into(),
+        }];
+        main.working_dir = "/".into();
+        pods.create(argv).await?;
+        let p = wait_pod(&pods, "argv", "Succeeded", |p| {
+            status(p).phase == "Succeeded"
+        })
+        .await?;
+        let out = c.kubectl(&["logs", "argv"]).await?;
+        assert_eq!(out.stdout, "[first arg][second] hi there /\n", "{out:?}");
+        let term = main_status(&p)
+            .state
+            .unwrap_or_default()
+            .terminated
+            .unwrap_or_default();
+        let created = creation_time(&p);
+        assert!(
+            [&created, &term.started_at, &term.finished_at]
+                .iter()
+                .all(|t| is_rfc3339_second(t)),
+            "{created:?} {term:?}"
+        );
+        assert!(
+            created <= term.started_at && term.started_at < term.finished_at,
+            "created {created}, then started and finished: {term:?}"
+        );
 
         // restartPolicy Never and a failure: Failed, the exit code kept, no restart.
         pods.create(sh_pod("fail-never", "worker1", "exit 3", "Never"))
@@ -242,9 +339,33 @@ async fn pods_run_as_processes_with_upstream_status() {
         .await?;
         assert_eq!(main_status(&p).restart_count, 0);
 
-        // Always, even after success; and CrashLoopBackOff between restarts.
-        pods.create(sh_pod("crash", "worker1", "echo attempt; exit 1", "Always"))
+        // Always restarts even a container that succeeded; its last state says so.
+        pods.create(sh_pod("ok-always", "worker1", "exit 0", "Always"))
             .await?;
+        let p = wait_pod(&pods, "ok-always", "restarted", |p| {
+            main_status(p).restart_count >= 1
+                && main_status(p)
+                    .last_state
+                    .is_some_and(|l| l.terminated.is_some())
+        })
+        .await?;
+        let last = main_status(&p)
+            .last_state
+            .unwrap_or_default()
+            .terminated
+            .unwrap_or_default();
+        assert_eq!((last.exit_code, last.reason.as_str()), (0, "Completed"));
+        assert_eq!(status(&p).phase, "Running");
+
+        // Always, and CrashLoopBackOff between restarts. Each attempt counts itself in a file
+        // of its working directory (which outlives an attempt), so logs tell attempts apart.
+        pods.create(sh_pod(
+            "crash",
+            "worker1",
+            "n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count; echo attempt $n; exit 1",
+            "Always",
+        ))
+        .await?;
         let p = wait_pod(&pods, "crash", "in CrashLoopBackOff", |p| {
             main_status(p)
                 .state
@@ -285,8 +406,23 @@ async fn pods_run_as_processes_with_upstream_status() {
             after <= before + 1,
             "restarts went from {before} to {after} in 8 s"
         );
-        let out = c.kubectl(&["logs", "crash", "--previous"]).await?;
-        assert_eq!(out.stdout, "attempt\n", "{out:?}");
+        // --previous is the attempt before the current one (read as a pair: a restart may
+        // come in between).
+        let attempt_of = |out: &str| {
+            out.strip_prefix("attempt ")
+                .and_then(|n| n.strip_suffix('\n'))
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        let (previous, current) = wait_until("crash's two last attempts", WAIT, POLL, || async {
+            let previous = c.kubectl(&["logs", "crash", "--previous"]).await?.stdout;
+            let current = c.kubectl(&["logs", "crash"]).await?.stdout;
+            Ok(match (attempt_of(&previous), attempt_of(&current)) {
+                (Some(p), Some(n)) if n == p + 1 => Some((p, n)),
+                _ => anyhow::bail!("--previous {previous:?}, current {current:?}"),
+            })
+        })
+        .await?;
+        assert!(previous >= 1 && current >= 2, "{previous} {current}");
 
         // A container that cannot start: upstream's reason and message; the kubelet stays up.
         let mut bad = sh_pod("nosuch", "worker1", "", "Never");
@@ -303,6 +439,34 @@ async fn pods_run_as_processes_with_upstream_status() {
             term.message.contains("exec: \"nosuch\"") && term.message.contains("not found"),
             "{term:?}"
         );
+        assert_eq!(term.exit_code, 128, "containerd's exit code of a start error");
+        // Under OnFailure (or Always) a start error is a failure like any other: restarted,
+        // backing off, the start error kept as the last state.
+        let mut bad = sh_pod("nosuch-again", "worker1", "", "OnFailure");
+        bad.spec.as_mut().unwrap().containers[0].command = vec!["nosuch".into()];
+        pods.create(bad).await?;
+        let p = wait_pod(&pods, "nosuch-again", "in CrashLoopBackOff", |p| {
+            main_status(p)
+                .state
+                .and_then(|s| s.waiting)
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+        })
+        .await?;
+        let cs = main_status(&p);
+        let last = cs
+            .last_state
+            .clone()
+            .unwrap_or_default()
+            .terminated
+            .unwrap_or_default();
+        assert_eq!(
+            (last.exit_code, last.reason.as_str()),
+            (128, "StartError"),
+            "{last:?}"
+        );
+        assert!(last.message.contains("exec: \"nosuch\""), "{last:?}");
+        assert!(cs.restart_count >= 1, "{cs:?}");
+        assert_eq!(status(&p).phase, "Running", "backing off, not Failed");
         let mut bad = sh_pod("baddir", "worker1", "true", "Never");
         bad.spec.as_mut().unwrap().containers[0].working_dir = "/nonexistent/dir".into();
         pods.create(bad).await?;
@@ -392,13 +556,26 @@ async fn pods_run_as_processes_with_upstream_status() {
         let rd = pods.create(rd).await?;
         let p = wait_pod(&pods, "ready", "Running", |p| status(p).phase == "Running").await?;
         assert!(!ready(&p), "not ready before the probe succeeds");
+        assert_eq!(condition(&p, "ContainersReady"), "False");
+        let started = main_status(&p)
+            .state
+            .and_then(|s| s.running)
+            .map(|r| r.started_at)
+            .unwrap_or_default();
+        assert!(
+            is_rfc3339_second(&started) && started >= creation_time(&p),
+            "running since {started:?}, created {:?}",
+            creation_time(&p)
+        );
         let dir = k.items[0].root_dir.join(format!("pods/{}/main", uid(&rd)));
         std::fs::write(dir.join("ready"), "")?;
-        wait_pod(&pods, "ready", "Ready", ready).await?;
+        let p = wait_pod(&pods, "ready", "Ready", ready).await?;
+        assert_eq!(condition(&p, "ContainersReady"), "True");
         let out = c.kubectl(&["get", "pod", "ready"]).await?;
         assert!(out.stdout.contains("1/1"), "{out:?}");
         std::fs::remove_file(dir.join("ready"))?;
-        wait_pod(&pods, "ready", "not Ready", |p| !ready(p)).await?;
+        let p = wait_pod(&pods, "ready", "not Ready", |p| !ready(p)).await?;
+        assert_eq!(condition(&p, "ContainersReady"), "False");
         assert!(
             k.is_running(0),
             "the kubelet stays up through all of the above"
@@ -417,15 +594,15 @@ async fn deletion_kills_the_process_group_and_restarts_adopt() {
         k.wait_ready(&client, WAIT).await?;
         let pods = Api::<Pod>::namespaced(client.clone(), "default");
 
-        // A process group of three: deleting the pod stops all of them.
-        let p = pods
-            .create(sh_pod(
-                "group",
-                "worker1",
-                "sleep 300 & sleep 300 & wait",
-                "Always",
-            ))
-            .await?;
+        // A process group of three: deleting the pod stops all of them, at SIGTERM, long
+        // before the (two-minute) grace period is over.
+        let mut group = sh_pod("group", "worker1", "sleep 300 & sleep 300 & wait", "Always");
+        group
+            .spec
+            .as_mut()
+            .unwrap()
+            .termination_grace_period_seconds = Some(120);
+        let p = pods.create(group).await?;
         wait_pod(&pods, "group", "Running", |p| status(p).phase == "Running").await?;
         let pid = container_pid(&k, 0, &uid(&p))?;
         let members = wait_until("the group's children", WAIT, POLL, || async {
@@ -433,8 +610,14 @@ async fn deletion_kills_the_process_group_and_restarts_adopt() {
             Ok((m.len() >= 3).then_some(m))
         })
         .await?;
+        let deleting = std::time::Instant::now();
         pods.delete("group", &DeleteParams::default()).await?;
         wait_gone(&pods, "group").await?;
+        let took = deleting.elapsed();
+        assert!(
+            took < Duration::from_secs(30),
+            "a group that exits on SIGTERM took {took:?} to go (grace 120 s)"
+        );
         for m in &members {
             assert!(!alive(*m), "process {m} of the deleted pod is still alive");
         }
@@ -457,9 +640,17 @@ async fn deletion_kills_the_process_group_and_restarts_adopt() {
         })
         .await?;
         let pid = container_pid(&k, 0, &uid(&p))?;
+        let deleting = std::time::Instant::now();
         pods.delete("stubborn", &DeleteParams::default()).await?;
         wait_gone(&pods, "stubborn").await?;
+        let took = deleting.elapsed();
         assert!(!alive(pid), "the SIGTERM-ignoring process survived its pod");
+        // SIGKILL comes when the 2 s are over: not before, and not much later (the margin is
+        // for a busy machine; the default grace would be 30 s).
+        assert!(
+            took >= Duration::from_secs(2) && took <= Duration::from_secs(2 + 8),
+            "the deletion of a SIGTERM-ignoring pod with a 2 s grace took {took:?}"
+        );
 
         // kill -9 the kubelet: the pods keep running; a restarted kubelet adopts them.
         let a = pods
@@ -526,6 +717,7 @@ async fn nodes_register_heartbeat_and_hollow_nodes_run_pods() {
                 "--node-labels=zone=a,tier=web",
                 "--register-with-taints=dedicated=db:NoSchedule",
                 "--cpu=3",
+                "--memory=3Gi",
                 "--max-pods=42",
                 "--node-lease-duration-seconds=8",
                 "--node-status-update-frequency=1s",
@@ -544,6 +736,7 @@ async fn nodes_register_heartbeat_and_hollow_nodes_run_pods() {
         );
         let st = node.status.clone().unwrap_or_default();
         assert_eq!(st.capacity["cpu"], "3");
+        assert_eq!(st.capacity["memory"], "3Gi");
         assert_eq!(st.allocatable["pods"], "42");
         assert!(st
             .addresses
@@ -555,16 +748,40 @@ async fn nodes_register_heartbeat_and_hollow_nodes_run_pods() {
             .map(|e| e.port);
         assert_eq!(port, Some(k.items[0].port as i32));
 
-        // The Lease is renewed (every 2 s for an 8 s lease).
+        // The Lease is renewed every quarter of its duration: 2 s for an 8 s lease. Three
+        // renewals in a row are seen; their renewTimes (the kubelet's clock) are about 2 s
+        // apart: not the 1 s of the status updates, nor the 4 s of half the lease (or 10 s of
+        // the default lease), with room for a busy machine's slow writes.
         let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
         let first = leases.get("worker1").await?.spec.unwrap_or_default();
         assert_eq!(first.holder_identity, "worker1");
         assert_eq!(first.lease_duration_seconds, Some(8));
-        wait_until("the node lease renewed", WAIT, POLL, || async {
-            let now = leases.get("worker1").await?.spec.unwrap_or_default();
-            Ok((now.renew_time != first.renew_time).then_some(()))
-        })
-        .await?;
+        let mut renewals = vec![first.renew_time.clone()];
+        while renewals.len() < 4 {
+            let last = renewals.last().cloned().unwrap_or_default();
+            let next = wait_until(
+                "the node lease renewed",
+                WAIT,
+                Duration::from_millis(100),
+                || async {
+                    let now = leases.get("worker1").await?.spec.unwrap_or_default();
+                    Ok((now.renew_time != last).then_some(now.renew_time))
+                },
+            )
+            .await?;
+            renewals.push(next);
+        }
+        let times: Vec<f64> = renewals
+            .iter()
+            .map(|t| micro_time_secs(t).ok_or_else(|| anyhow::anyhow!("renewTime {t:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                (1.5..3.5).contains(&gap),
+                "renewals {gap:.2} s apart (want about 2 s): {renewals:?}"
+            );
+        }
         let (code, body) = k.get(0, None, "/healthz").await?;
         assert_eq!((code, body.trim()), (200, "ok"));
 
@@ -591,8 +808,13 @@ async fn nodes_register_heartbeat_and_hollow_nodes_run_pods() {
         })
         .await?;
 
-        // Hollow nodes: registered, Ready, their pods Running without a process.
-        let hollow = Kubelets::start(c, &["hollow"], &["--hollow-nodes=5"])?;
+        // Hollow nodes: registered, Ready, their Leases renewed, their pods Running without
+        // a process.
+        let hollow = Kubelets::start(
+            c,
+            &["hollow"],
+            &["--hollow-nodes=5", "--node-lease-duration-seconds=4"],
+        )?;
         wait_until("5 hollow nodes Ready", WAIT, POLL, || async {
             let l = nodes.list(&ListParams::default()).await?;
             let n = l
@@ -614,16 +836,44 @@ async fn nodes_register_heartbeat_and_hollow_nodes_run_pods() {
             Ok((n == 5).then_some(()))
         })
         .await?;
-        let pods = Api::<Pod>::namespaced(client.clone(), "default");
-        pods.create(sh_pod("on-hollow", "hollow-3", "exit 1", "Always"))
-            .await?;
-        let p = wait_pod(&pods, "on-hollow", "Running", |p| {
-            status(p).phase == "Running"
+        let renewed = leases.get("hollow-2").await?.spec.unwrap_or_default();
+        assert_eq!(renewed.holder_identity, "hollow-2");
+        wait_until("hollow-2's lease renewed", WAIT, POLL, || async {
+            let now = leases.get("hollow-2").await?.spec.unwrap_or_default();
+            Ok((now.renew_time != renewed.renew_time).then_some(()))
         })
         .await?;
-        assert!(ready(&p));
-        pods.delete("on-hollow", &DeleteParams::default()).await?;
-        wait_gone(&pods, "on-hollow").await?;
+        let pods = Api::<Pod>::namespaced(client.clone(), "default");
+        // A container that would crash, and one that would run for an hour: both reported
+        // Running and Ready, and no process is started for either.
+        pods.create(sh_pod("on-hollow", "hollow-3", "exit 1", "Always"))
+            .await?;
+        pods.create(sh_pod(
+            "sleeps-on-hollow",
+            "hollow-1",
+            "exec sleep 3600",
+            "Always",
+        ))
+        .await?;
+        for name in ["on-hollow", "sleeps-on-hollow"] {
+            let p = wait_pod(&pods, name, "Running", |p| status(p).phase == "Running").await?;
+            assert!(ready(&p));
+        }
+        // The only process under the hollow kubelet's root dir is the kubelet itself (its
+        // command line names the dir).
+        let own: Vec<u32> = hollow
+            .pod_processes(0)
+            .into_iter()
+            .filter(|pid| {
+                !std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--hollow-nodes"))
+            })
+            .collect();
+        assert!(own.is_empty(), "hollow nodes started processes: {own:?}");
+        for name in ["on-hollow", "sleeps-on-hollow"] {
+            pods.delete(name, &DeleteParams::default()).await?;
+            wait_gone(&pods, name).await?;
+        }
         drop(hollow);
 
         // Bad flags: refused at start, naming the flag.

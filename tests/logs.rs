@@ -4,7 +4,7 @@
 //! * all of a log, `--tail`, `--limit-bytes`, `--timestamps`, `-f` on a finished container;
 //! * `-f` streams: the first line arrives while the container still runs, and the stream ends
 //!   when it exits; `kubectl-lite logs -f` prints lines as they come;
-//! * `--previous` after a restart;
+//! * `--previous` after a restart: the attempt before the one shown without it;
 //! * two containers: kubectl's default to the first (with its note), `-c`, a wrong name, and the
 //!   API's own refusal when no container is named;
 //! * the kubelet down: `ServiceUnavailable` naming the node and its address; back up, logs
@@ -212,11 +212,16 @@ async fn logs_from_a_real_kubelet_through_the_apiserver() {
         let status = tokio::time::timeout(Duration::from_secs(10), follow.wait()).await??;
         assert!(status.success(), "{status:?}");
 
-        // The previous instance of a restarted container.
+        // The previous instance of a restarted container: each attempt counts itself in a file
+        // of its working directory (which outlives an attempt), so `--previous` must show the
+        // attempt before the one shown without it.
         pods.create(pod(
             "again",
             "worker1",
-            &[("main", "echo run $(date +%s%N); exit 1")],
+            &[(
+                "main",
+                "n=$(($(cat count 2>/dev/null || echo 0) + 1)); echo $n > count; echo run $n; exit 1",
+            )],
             "OnFailure",
         ))
         .await?;
@@ -227,11 +232,21 @@ async fn logs_from_a_real_kubelet_through_the_apiserver() {
                 .is_some_and(|c| c.restart_count >= 1)
         })
         .await?;
-        let previous = stdout(c.kubectl(&["logs", "again", "--previous"]).await?)?;
-        assert!(
-            previous.starts_with("run ") && previous.lines().count() == 1,
-            "{previous:?}"
-        );
+        let run_of = |out: &str| {
+            out.strip_prefix("run ")
+                .and_then(|n| n.strip_suffix('\n'))
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        // Read as a pair, again if a restart came in between.
+        wait_until("the last two runs of again", WAIT, POLL, || async {
+            let previous = stdout(c.kubectl(&["logs", "again", "--previous"]).await?)?;
+            let current = stdout(c.kubectl(&["logs", "again"]).await?)?;
+            Ok(match (run_of(&previous), run_of(&current)) {
+                (Some(p), Some(n)) if n == p + 1 => Some(()),
+                _ => anyhow::bail!("--previous {previous:?}, current {current:?}"),
+            })
+        })
+        .await?;
 
         // Two containers: kubectl takes the first and says so; -c picks; the API itself wants
         // a name.

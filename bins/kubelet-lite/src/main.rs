@@ -174,3 +174,38 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_upstreams() {
+        let c = Flags::parse_from(["kubelet-lite", "--hostname-override=worker1"]).into_config();
+        assert_eq!(c.node_name, "worker1");
+        assert_eq!(c.root_dir, PathBuf::from("/var/lib/kubelet"));
+        assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
+        assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
+        assert_eq!(c.node_lease_duration_seconds, 40);
+        assert_eq!(c.lease_renew_interval(), Duration::from_secs(10));
+        assert_eq!(c.max_pods, 110);
+        assert_eq!(c.port, 10250);
+        assert_eq!(c.address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.container_log_max_size, 10 * 1024 * 1024);
+        assert_eq!(c.container_log_max_files, 5);
+        assert_eq!((c.cpu, c.memory), (None, None), "the machine's");
+        assert_eq!(c.hollow_nodes, 0);
+        // The flags' defaults and the library's agree.
+        let c = Flags::parse_from(["kubelet-lite", "--hostname-override=worker1"]).into_config();
+        assert_eq!(
+            c,
+            kubelet::Config {
+                node_name: "worker1".into(),
+                shim_exe: c.shim_exe.clone(),
+                ..kubelet::Config::default()
+            }
+        );
+        let hollow = Flags::parse_from(["kubelet-lite", "--hollow-nodes=3"]).into_config();
+        assert_eq!(hollow.node_name, "hollow-node");
+    }
+}

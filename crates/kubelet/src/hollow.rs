@@ -3,7 +3,8 @@
 //! Each hollow node registers, renews its Lease and posts its status exactly as a real node
 //! does (the same [`crate::node`] code), so the control plane sees N ordinary nodes. Pods bound
 //! to them start no process: a hollow node reports each one Running and Ready at once, and
-//! confirms its deletion at once. They are for load: the scheduler and API benchmarks.
+//! confirms its deletion at once. They are for load: `scripts/bench hollow` (their footprint)
+//! and `scripts/bench scheduler` run on them.
 //!
 //! One process, one API connection, one pod informer for all the nodes (upstream's kubemark
 //! runs a whole kubelet per hollow node; this is far cheaper, and the apiserver sees the same
@@ -11,7 +12,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kl_api::{ContainerState, ContainerStateRunning, ContainerStatus, Pod};
 use kl_client::informer::{Event, Informer, InformerConfig};
@@ -55,7 +56,7 @@ pub async fn run(
             "kubelet is posting ready status".to_string(),
         )
     });
-    let spread = Duration::from_secs(hb.lease_duration_secs as u64) / 4;
+    let spread = hb.lease_renew_interval;
     for name in names.iter() {
         let (client, id, hb, ready, cancel) = (
             client.clone(),

@@ -314,6 +314,8 @@ pub async fn renew_lease(
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
     pub lease_duration_secs: u32,
+    /// How often the Lease is renewed ([`crate::Config::lease_renew_interval`]).
+    pub lease_renew_interval: Duration,
     pub status_update_frequency: Duration,
     pub status_report_frequency: Duration,
 }
@@ -346,7 +348,7 @@ pub async fn run_heartbeat(
             }
         }
     };
-    let renew_every = Duration::from_secs(hb.lease_duration_secs as u64) / 4;
+    let renew_every = hb.lease_renew_interval;
     let mut next_lease = Instant::now();
     let mut next_status = Instant::now();
     let mut posted: Option<(NodeStatus, Instant)> = None;

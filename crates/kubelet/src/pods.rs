@@ -1014,6 +1014,39 @@ mod tests {
     }
 
     #[test]
+    fn a_container_not_started_yet_is_creating() {
+        let c = kl_api::Container {
+            name: "main".into(),
+            ..Default::default()
+        };
+        let pr = PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        let s = container_status(&c, None, None, &pr, false);
+        let waiting = s.state.clone().and_then(|st| st.waiting);
+        assert_eq!(
+            (
+                s.name.as_str(),
+                s.ready,
+                s.restart_count,
+                waiting.map(|w| w.reason)
+            ),
+            ("main", false, 0, Some("ContainerCreating".to_string()))
+        );
+        assert!(s.last_state.is_none());
+        assert_eq!(pod_phase("Always", std::slice::from_ref(&s)), "Pending");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let st = pod_status(&Pod::default(), vec![s], ip, SystemTime::UNIX_EPOCH);
+        let ready = st.conditions.iter().find(|c| c.r#type == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ContainersNotReady")
+        );
+    }
+
+    #[test]
     fn crash_loop_back_off_doubles_to_five_minutes() {
         let secs: Vec<u64> = (0..8).map(|n| crash_delay(n).as_secs()).collect();
         assert_eq!(secs, [0, 10, 20, 40, 80, 160, 300, 300]);

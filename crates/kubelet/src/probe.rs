@@ -646,6 +646,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn initial_delay_holds_the_first_probe_back() {
+        // Each run of the probe leaves a line in a file: whether it ran is seen directly.
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = exec(&["sh", "-c", "echo ran >> runs"]);
+        probe.initial_delay_seconds = 3;
+        probe.period_seconds = 1;
+        let t = ProbeTarget {
+            working_dir: dir.path().to_path_buf(),
+            ..target()
+        };
+        let cancel = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let mut rx = spawn_prober(ProbeKind::Readiness, probe, t, cancel.clone());
+        tokio::time::sleep(SECOND).await;
+        assert!(
+            !dir.path().join("runs").exists() && !rx.borrow().healthy,
+            "probed during the initial delay"
+        );
+        tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| s.healthy))
+            .await
+            .expect("ready once the delay is over")
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        assert!(dir.path().join("runs").exists());
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn timeout_seconds_bounds_each_probe() {
+        // Two seconds: a failure under the default one-second timeout, a success under five.
+        let slow = || {
+            let mut p = exec(&["sleep", "2"]);
+            p.period_seconds = 1;
+            p.failure_threshold = 1;
+            p
+        };
+        let cancel = CancellationToken::new();
+        let patient = kl_api::Probe {
+            timeout_seconds: 5,
+            ..slow()
+        };
+        let mut patient = spawn_prober(ProbeKind::Readiness, patient, target(), cancel.clone());
+        let mut hasty = spawn_prober(ProbeKind::Liveness, slow(), target(), cancel.clone());
+        tokio::time::timeout(Duration::from_secs(20), patient.wait_for(|s| s.healthy))
+            .await
+            .expect("a 2 s probe passes with timeoutSeconds 5")
+            .unwrap();
+        let state = tokio::time::timeout(Duration::from_secs(20), hasty.wait_for(|s| !s.healthy))
+            .await
+            .expect("a 2 s probe fails with the default timeout")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            state.message,
+            r#"Liveness probe failed: command "sleep 2" timed out"#
+        );
+        cancel.cancel();
+    }
+
+    #[tokio::test]
     async fn readiness_worker_turns_ready() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut probe = tcp(listener.local_addr().unwrap().port());

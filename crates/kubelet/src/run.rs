@@ -102,6 +102,7 @@ pub fn identity(config: &Config, name: &str) -> NodeIdentity {
 pub fn heartbeat(config: &Config) -> Heartbeat {
     Heartbeat {
         lease_duration_secs: config.node_lease_duration_seconds,
+        lease_renew_interval: config.lease_renew_interval(),
         status_update_frequency: config.node_status_update_frequency,
         status_report_frequency: config.node_status_report_frequency,
     }
@@ -210,4 +211,25 @@ pub async fn run_until(
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_renews_the_lease_every_quarter_of_it() {
+        let config = Config {
+            node_lease_duration_seconds: 8,
+            node_status_update_frequency: std::time::Duration::from_secs(1),
+            ..Config::default()
+        };
+        let hb = heartbeat(&config);
+        assert_eq!(hb.lease_duration_secs, 8);
+        assert_eq!(hb.lease_renew_interval, std::time::Duration::from_secs(2));
+        assert_eq!(
+            hb.status_update_frequency,
+            std::time::Duration::from_secs(1)
+        );
+    }
 }

@@ -203,6 +203,25 @@ async fn runs_containers_logs_their_output_and_records_exit_codes() {
         ["app", "ok"]
     );
     assert!(rt.pod_containers("default", "other").is_none());
+
+    // `args` follow `command`, each one argument as given (no word splitting).
+    let p = pod("u1-args");
+    let argv = ContainerSpec {
+        args: vec!["first arg".into(), "second".into()],
+        ..sh("argv", r#"printf '[%s]' "$0" "$@"; echo"#)
+    };
+    let info = rt.start_container(&p, &argv, 0).await.unwrap();
+    reaper.track(&info);
+    next_exit(&mut exits).await;
+    assert_eq!(
+        exited(&rt.container("u1-args", "argv").unwrap()).0,
+        0,
+        "sh -c SCRIPT first-arg second"
+    );
+    assert_eq!(
+        logs(&rt, &p, "argv", LogOptions::default()).await,
+        "[first arg][second]\n"
+    );
 }
 
 #[tokio::test]
@@ -302,7 +321,13 @@ async fn stop_sends_term_then_kill_to_the_whole_group() {
     rt.stop_container("u3", "stubborn", Duration::from_millis(500))
         .await
         .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    // Killed once the grace is over: not before, and not long after (generous for a busy
+    // machine).
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took <= Duration::from_millis(500 + 8000),
+        "stopping a SIGTERM-ignoring container with 0.5 s of grace took {took:?}"
+    );
     assert_eq!(
         exited(&rt.container("u3", "stubborn").unwrap()),
         (137, Some(9), "Error".into(), String::new())
