@@ -181,23 +181,19 @@ async fn silent_clients_are_dropped_by_every_server() {
 
     let body = async {
         let pki = c.etcd.pki().clone();
-        let (admin_cert, admin_key) = pki.issue(
-            "exhaustion-admin",
-            "kubernetes-admin",
-            Some("system:masters"),
-            false,
-        )?;
+        let (admin_cert, admin_key) = (pki.admin_cert.clone(), pki.admin_key.clone());
         let local = |port: u16| format!("127.0.0.1:{port}");
-        let cluster = |name, addr: String| port(name, &addr, &pki.ca_cert, &admin_cert, &admin_key);
+        let cluster =
+            |name, addr: String| port(name, &addr, &pki.cluster_ca, &admin_cert, &admin_key);
         // (name, whether it speaks HTTP/1.1 too: the store's ports are gRPC only)
         let ports = vec![
             (
                 port(
                     "etcd client port",
                     &c.etcd.client_url(0),
-                    &pki.ca_cert,
-                    &pki.client_cert,
-                    &pki.client_key,
+                    &pki.etcd_ca,
+                    &pki.etcd_admin_cert,
+                    &pki.etcd_admin_key,
                 )?,
                 false,
             ),
@@ -205,7 +201,7 @@ async fn silent_clients_are_dropped_by_every_server() {
                 port(
                     "etcd peer port",
                     &c.etcd.peer_url(0),
-                    &pki.ca_cert,
+                    &pki.etcd_ca,
                     &pki.peer_cert,
                     &pki.peer_key,
                 )?,
@@ -324,26 +320,21 @@ async fn connection_and_stream_caps_hold() {
     .unwrap();
     let body = async {
         let pki = c.etcd.pki().clone();
-        let (admin_cert, admin_key) = pki.issue(
-            "exhaustion-admin",
-            "kubernetes-admin",
-            Some("system:masters"),
-            false,
-        )?;
+        let (admin_cert, admin_key) = (pki.admin_cert.clone(), pki.admin_key.clone());
         let api_addr = format!("127.0.0.1:{}", c.apiserver_port(0));
         let api = port(
             "apiserver",
             &api_addr,
-            &pki.ca_cert,
+            &pki.cluster_ca,
             &admin_cert,
             &admin_key,
         )?;
         let etcd = port(
             "etcd client port",
             &c.etcd.client_url(0),
-            &pki.ca_cert,
-            &pki.client_cert,
-            &pki.client_key,
+            &pki.etcd_ca,
+            &pki.etcd_admin_cert,
+            &pki.etcd_admin_key,
         )?;
 
         // Streams: each advertises its cap...

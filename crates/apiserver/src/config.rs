@@ -55,8 +55,8 @@ pub struct Config {
     pub kubelet_client_certificate: Option<PathBuf>,
     pub kubelet_client_key: Option<PathBuf>,
     /// `--kubelet-certificate-authority`: the CA kubelets' serving certificates must chain to.
-    /// Unset: `--client-ca-file` (kube-lite has one CA for everything). Upstream then skips
-    /// verification; kube-lite never does.
+    /// Unset: `--client-ca-file` (the cluster CA, which signs the kubelets' serving
+    /// certificates). Upstream then skips verification; kube-lite never does.
     pub kubelet_certificate_authority: Option<PathBuf>,
     /// `--kubelet-timeout`: bound on reaching a kubelet (TCP, TLS) and on its answer's head.
     pub kubelet_timeout: Duration,
