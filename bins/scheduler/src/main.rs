@@ -2,6 +2,11 @@
 //! until SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 
+/// mimalloc, not glibc's malloc: a server allocating and freeing many small objects per
+/// request spent a quarter of its CPU in glibc's allocator (docs/BENCHMARKS.md, scheduler).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;

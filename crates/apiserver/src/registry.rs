@@ -1,8 +1,10 @@
 //! The verbs, over storage: Create, Get, List, Update, UpdateStatus, Delete, Bind, and the
 //! watch subscription. Each write reads the current object, decides with `strategy.rs`, and
 //! writes with one compare-and-swap; when the compare fails because someone else wrote first
-//! and the client did not pin a resourceVersion, it reads again and retries (upstream's
-//! `GuaranteedUpdate`), a bounded number of times.
+//! and the client did not pin a resourceVersion, it retries on the object the failed compare
+//! answered with (upstream's `GuaranteedUpdate`), a bounded number of times. Update,
+//! UpdateStatus and Bind start from the watch cache's copy of the object when it has one, as
+//! upstream's Cacher does, and decide again on etcd's copy before failing on the cache's.
 //!
 //! Authentication, limits, metrics and spans are `service.rs`'s; this module sees plain
 //! requests and answers with objects or [`ApiError`]s.
@@ -58,6 +60,31 @@ fn parse_rv(rv: &str) -> ApiResult<Option<i64>> {
         .ok_or_else(|| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))
 }
 
+/// The state a write is decided on.
+struct Base {
+    obj: Object,
+    /// Its mod_revision: the compare-and-swap's condition.
+    rev: i64,
+    /// Read from etcd just now (else: the watch cache's copy, which may lag).
+    current: bool,
+}
+
+impl Base {
+    /// From etcd's answer (a read, or a failed compare-and-swap's).
+    fn from_etcd(kind: Kind, key: &str, found: Option<(Vec<u8>, i64)>) -> ApiResult<Option<Base>> {
+        let Some((value, rev)) = found else {
+            return Ok(None);
+        };
+        let obj = storage::decode(kind, &value, rev)
+            .map_err(|e| ApiError::Internal(format!("decoding {key}: {e}")))?;
+        Ok(Some(Base {
+            obj,
+            rev,
+            current: true,
+        }))
+    }
+}
+
 /// The verbs.
 #[derive(Clone)]
 pub struct Registry {
@@ -95,6 +122,53 @@ impl Registry {
         Err(ApiError::Fenced(
             "the fencing lease kept changing during the write; retry".into(),
         ))
+    }
+
+    /// Where an update or a bind starts: the watch cache's copy of the object when it has one,
+    /// else etcd's (None: not found). Upstream's Cacher does the same (GuaranteedUpdate's
+    /// `cachedExistingObject`): it saves the write a read of etcd, and a stale copy costs
+    /// nothing but a retry, since the compare-and-swap is on the copy's mod_revision and a
+    /// failed one answers with etcd's current object.
+    async fn base(&self, kind: Kind, key: &str) -> ApiResult<Option<Base>> {
+        if let Some(o) = self.caches.get(kind).get(key) {
+            let rev = o
+                .metadata()
+                .and_then(|m| m.resource_version.parse::<i64>().ok());
+            if let Some(rev) = rev {
+                return Ok(Some(Base {
+                    obj: (*o).clone(),
+                    rev,
+                    current: false,
+                }));
+            }
+        }
+        self.current(kind, key).await
+    }
+
+    /// The object under `key` as etcd holds it now (None: not found).
+    async fn current(&self, kind: Kind, key: &str) -> ApiResult<Option<Base>> {
+        let found = self.store.get_raw(kind.plural(), key).await?;
+        Base::from_etcd(kind, key, found)
+    }
+
+    /// `err`, decided on `rev` of the object: final if that was etcd's current state; if it
+    /// was the cache's copy, etcd's state to decide again on, unless that is the same revision
+    /// (then `err` stands). Upstream's GuaranteedUpdate does this with a cached object.
+    async fn recheck(
+        &self,
+        kind: Kind,
+        key: &str,
+        rev: i64,
+        current: bool,
+        err: ApiError,
+    ) -> ApiResult<Option<Base>> {
+        if current {
+            return Err(err);
+        }
+        match self.current(kind, key).await? {
+            Some(b) if b.rev == rev => Err(err),
+            fresh => Ok(fresh),
+        }
     }
 
     /// Refuses content in a namespace that does not exist or is being deleted (upstream's
@@ -252,18 +326,36 @@ impl Registry {
                 .unwrap_or_default(),
         )?;
         let key = self.store.key(kind, new.namespace(), &name);
+        let mut base = self.base(kind, &key).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some((value, rev)) = self.store.get_raw(kind.plural(), &key).await? else {
+            let Some(Base {
+                obj: old,
+                rev,
+                current,
+            }) = base.take()
+            else {
                 return Err(ApiError::not_found(kind, &name));
             };
             if pinned.is_some_and(|p| p != rev) {
-                return Err(ApiError::modified(kind, &name));
+                base = self
+                    .recheck(kind, &key, rev, current, ApiError::modified(kind, &name))
+                    .await?;
+                continue;
             }
-            let old = storage::decode(kind, &value, rev)
-                .map_err(|e| ApiError::Internal(format!("decoding {key}: {e}")))?;
             let mut next = strategy::prepare_for_update(&new, &old, mode);
             next.metadata_mut().resource_version = rev.to_string();
-            validate_update(&next, &old).map_err(|errs| ApiError::invalid(kind, &name, errs))?;
+            if let Err(errs) = validate_update(&next, &old) {
+                base = self
+                    .recheck(
+                        kind,
+                        &key,
+                        rev,
+                        current,
+                        ApiError::invalid(kind, &name, errs),
+                    )
+                    .await?;
+                continue;
+            }
             if strategy::remove_after_update(&next) {
                 match self
                     .cas(kind, &key, Cond::ModRevision(rev), Write::Delete, fencing)
@@ -279,10 +371,19 @@ impl Registry {
                     Outcome::Failed { .. } if pinned.is_some() => {
                         return Err(ApiError::modified(kind, &name))
                     }
-                    Outcome::Failed { .. } => continue,
+                    Outcome::Failed { current, .. } => {
+                        base = Base::from_etcd(kind, &key, current)?;
+                        continue;
+                    }
                 }
             }
             if strategy::same_content(&next, &old) {
+                if !current {
+                    // A no-op on the cache's copy says nothing of etcd's: decide on etcd's
+                    // (upstream does the same).
+                    base = self.current(kind, &key).await?;
+                    continue;
+                }
                 return Ok(old);
             }
             match self
@@ -305,7 +406,10 @@ impl Registry {
                 Outcome::Failed { .. } if pinned.is_some() => {
                     return Err(ApiError::modified(kind, &name))
                 }
-                Outcome::Failed { .. } => continue,
+                Outcome::Failed { current, .. } => {
+                    base = Base::from_etcd(kind, &key, current)?;
+                    continue;
+                }
             }
         }
         Err(ApiError::modified(kind, &name))
@@ -424,16 +528,18 @@ impl Registry {
             ));
         }
         let key = self.store.key(Kind::Pod, &ns, &req.name);
+        let mut base = self.base(Kind::Pod, &key).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let Some((value, rev)) = self.store.get_raw("pods", &key).await? else {
+            let Some(Base { obj, rev, current }) = base.take() else {
                 return Err(ApiError::not_found(Kind::Pod, &req.name));
             };
-            let Object::Pod(mut pod) = storage::decode(Kind::Pod, &value, rev)
-                .map_err(|e| ApiError::Internal(format!("decoding {key}: {e}")))?
-            else {
+            let Object::Pod(mut pod) = obj else {
                 return Err(ApiError::Internal(format!("{key} is not a pod")));
             };
-            strategy::bind(&mut pod, &req.node_name, &req.uid, SystemTime::now())?;
+            if let Err(e) = strategy::bind(&mut pod, &req.node_name, &req.uid, SystemTime::now()) {
+                base = self.recheck(Kind::Pod, &key, rev, current, e).await?;
+                continue;
+            }
             let obj = <Pod as kl_api::Resource>::into_object(pod);
             match self
                 .cas(
@@ -453,7 +559,10 @@ impl Registry {
                 Outcome::Failed { current: None, .. } => {
                     return Err(ApiError::not_found(Kind::Pod, &req.name))
                 }
-                Outcome::Failed { .. } => continue,
+                Outcome::Failed { current, .. } => {
+                    base = Base::from_etcd(Kind::Pod, &key, current)?;
+                    continue;
+                }
             }
         }
         Err(ApiError::modified(Kind::Pod, &req.name))

@@ -280,15 +280,23 @@ impl ApiService {
     }
 }
 
+/// The resource, namespace and name a request's object names (read in place: the object
+/// itself is not copied).
 fn object_target(o: &Option<TypedObject>) -> (String, String, String) {
-    match o.clone().and_then(kl_api::Object::from_typed) {
-        Some(o) => (
-            o.kind().plural().to_string(),
-            o.namespace().to_string(),
-            o.name().to_string(),
-        ),
-        None => (String::new(), String::new(), String::new()),
-    }
+    use kl_api::{typed_object::Object as Typed, Kind};
+    let (kind, meta) = match o.as_ref().and_then(|t| t.object.as_ref()) {
+        Some(Typed::Namespace(o)) => (Kind::Namespace, o.metadata.as_ref()),
+        Some(Typed::Node(o)) => (Kind::Node, o.metadata.as_ref()),
+        Some(Typed::Pod(o)) => (Kind::Pod, o.metadata.as_ref()),
+        Some(Typed::ReplicaSet(o)) => (Kind::ReplicaSet, o.metadata.as_ref()),
+        Some(Typed::Lease(o)) => (Kind::Lease, o.metadata.as_ref()),
+        Some(Typed::Event(o)) => (Kind::Event, o.metadata.as_ref()),
+        None => return (String::new(), String::new(), String::new()),
+    };
+    let (ns, name) = meta
+        .map(|m| (m.namespace.as_str(), m.name.as_str()))
+        .unwrap_or_default();
+    (kind.plural().to_string(), ns.to_string(), name.to_string())
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send + 'static>>;
