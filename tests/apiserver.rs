@@ -662,6 +662,10 @@ async fn overload_is_refused_with_a_retry_hint() {
             }
         }
         anyhow::ensure!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+        // The load gone, it recovers: one call at a time, none is refused.
+        for _ in 0..10 {
+            list(&mut api, list_req("", "")).await?;
+        }
         // Watches are long-running and do not count against the limit.
         let _w1 = api
             .watch(WatchRequest {
