@@ -147,6 +147,17 @@ async fn slow_loris(p: Port, http1: bool) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Runs a test body for at most 3 minutes; a failure panics with the cluster's log tails.
+async fn bounded(c: &ApiCluster, body: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(180), body)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+    {
+        c.dump_logs(30);
+        panic!("{e:#}");
+    }
+}
+
 fn small(etcd_args: &[&str], apiserver_args: &[&str]) -> ApiOpts {
     ApiOpts {
         etcd_members: 1,
@@ -248,13 +259,7 @@ async fn silent_clients_are_dropped_by_every_server() {
         client.version().await?;
         anyhow::Ok(())
     };
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(180), body)
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-    {
-        c.dump_logs(30);
-        panic!("{e:#}");
-    }
+    bounded(&c, body).await;
 }
 
 /// The server's SETTINGS_MAX_CONCURRENT_STREAMS, read from its first SETTINGS frame.
@@ -423,11 +428,5 @@ async fn connection_and_stream_caps_hold() {
         }
         anyhow::Ok(())
     };
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(180), body)
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-    {
-        c.dump_logs(30);
-        panic!("{e:#}");
-    }
+    bounded(&c, body).await;
 }

@@ -97,6 +97,14 @@ fn main_status(p: &Pod) -> kl_api::ContainerStatus {
         .unwrap_or_default()
 }
 
+/// The main container waits in CrashLoopBackOff.
+fn in_crash_loop(p: &Pod) -> bool {
+    main_status(p)
+        .state
+        .and_then(|s| s.waiting)
+        .is_some_and(|w| w.reason == "CrashLoopBackOff")
+}
+
 fn ready(p: &Pod) -> bool {
     condition(p, "Ready") == "True"
 }
@@ -366,12 +374,7 @@ async fn pods_run_as_processes_with_upstream_status() {
             "Always",
         ))
         .await?;
-        let p = wait_pod(&pods, "crash", "in CrashLoopBackOff", |p| {
-            main_status(p)
-                .state
-                .and_then(|s| s.waiting)
-                .is_some_and(|w| w.reason == "CrashLoopBackOff")
-        })
+        let p = wait_pod(&pods, "crash", "in CrashLoopBackOff", in_crash_loop)
         .await?;
         let cs = main_status(&p);
         let waiting = cs
@@ -445,12 +448,7 @@ async fn pods_run_as_processes_with_upstream_status() {
         let mut bad = sh_pod("nosuch-again", "worker1", "", "OnFailure");
         bad.spec.as_mut().unwrap().containers[0].command = vec!["nosuch".into()];
         pods.create(bad).await?;
-        let p = wait_pod(&pods, "nosuch-again", "in CrashLoopBackOff", |p| {
-            main_status(p)
-                .state
-                .and_then(|s| s.waiting)
-                .is_some_and(|w| w.reason == "CrashLoopBackOff")
-        })
+        let p = wait_pod(&pods, "nosuch-again", "in CrashLoopBackOff", in_crash_loop)
         .await?;
         let cs = main_status(&p);
         let last = cs

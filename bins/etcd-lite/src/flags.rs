@@ -330,6 +330,8 @@ mod tests {
         assert_eq!(c.snapshot_count, 100_000);
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.max_concurrent_streams, 1000);
+        assert_eq!(c.max_connections, 10_000);
         assert!(c.client_tls.cert_file.is_none());
         assert!(!c.client_tls.client_cert_auth);
         assert!(!c.peer_tls.client_cert_auth);
@@ -373,6 +375,20 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("infra9.etcd"));
         assert_eq!(flag_wins.max_txn_ops, 9);
         assert!(!flag_wins.client_cert_auth);
+    }
+
+    #[test]
+    fn zero_stream_or_connection_caps_are_refused_naming_the_flag() {
+        let e = parse(&["--max-concurrent-streams=0"]).config().unwrap_err();
+        assert!(
+            e.starts_with("--max-concurrent-streams must be at least 1"),
+            "{e}"
+        );
+        let e = parse(&["--max-connections=0"]).config().unwrap_err();
+        assert!(e.starts_with("--max-connections must be at least 1"), "{e}");
+        let c = parse(&["--max-concurrent-streams=64", "--max-connections=4"]).config();
+        let c = c.expect("valid");
+        assert_eq!((c.max_concurrent_streams, c.max_connections), (64, 4));
     }
 
     #[test]

@@ -266,6 +266,18 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("--kubelet-preferred-address-types"));
+        let mut c = good();
+        c.max_connections = 0;
+        assert!(c.validate().unwrap_err().0.starts_with("--max-connections"));
+    }
+
+    #[test]
+    fn stream_cap_zero_is_gos_default() {
+        let mut c = good();
+        assert_eq!(c.max_concurrent_streams(), 1000);
+        c.http2_max_streams_per_connection = 0;
+        assert_eq!(c.max_concurrent_streams(), 250);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
